@@ -1,0 +1,441 @@
+//! The Docker node: instances are hardened containers on the local engine (bollard only; never
+//! the `docker` CLI). The agent reaches an instance at its bridge IP and the function's port,
+//! over pooled keep-alive connections.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::http::{HeaderMap, HeaderValue, Method, Request};
+use bollard::Docker;
+use bollard::models::{ContainerCreateBody, HostConfig, HostConfigLogConfig};
+use bollard::query_parameters::{
+    CreateContainerOptions, CreateImageOptions, InspectContainerOptions, ListContainersOptions, LogsOptions,
+    RemoveContainerOptions,
+};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use tokio_util::task::TaskTracker;
+
+use super::codecache::CodeCache;
+use super::logs::LogCapture;
+use super::{AgentError, InstanceInfo, InstanceSpec, InvokeRequest, InvokeResponse, Node};
+use crate::config::AgentConfig;
+use crate::logstore::LogStore;
+
+pub const LABEL_MANAGED: &str = "nubis.managed";
+pub const LABEL_NODE: &str = "nubis.node";
+pub const LABEL_FUNCTION: &str = "nubis.function";
+pub const LABEL_INSTANCE: &str = "nubis.instance";
+pub const LABEL_REVISION: &str = "nubis.revision";
+
+struct Running {
+    container_id: String,
+    capture: Arc<LogCapture>,
+    memory_mb: u32,
+}
+
+pub struct DockerNode {
+    docker: Docker,
+    node_id: String,
+    cfg: AgentConfig,
+    code: CodeCache,
+    logs: LogStore,
+    http: Client<HttpConnector, Full<Bytes>>,
+    max_response_bytes: usize,
+    running: Mutex<HashMap<String, Arc<Running>>>,
+    tracker: TaskTracker,
+}
+
+/// Connect to the engine named in config (or DOCKER_HOST / the local socket) and agree on an
+/// API version, so an older engine (Debian's 20.10 speaks 1.41) works.
+pub async fn connect(cfg: &AgentConfig) -> Result<Docker, AgentError> {
+    let docker = if cfg.docker_host.is_empty() {
+        Docker::connect_with_local_defaults()
+    } else if let Some(path) = cfg.docker_host.strip_prefix("unix://") {
+        Docker::connect_with_socket(path, 120, bollard::API_DEFAULT_VERSION)
+    } else {
+        Docker::connect_with_http(&cfg.docker_host, 120, bollard::API_DEFAULT_VERSION)
+    }
+    .map_err(|e| AgentError::Unavailable(e.to_string()))?;
+    docker.negotiate_version().await.map_err(|e| AgentError::Unavailable(format!("{e} (is dockerd running?)")))
+}
+
+fn docker_err(e: bollard::errors::Error) -> AgentError {
+    AgentError::Unavailable(e.to_string())
+}
+
+fn is_not_found(e: &bollard::errors::Error) -> bool {
+    matches!(e, bollard::errors::Error::DockerResponseServerError { status_code: 404, .. })
+}
+
+impl DockerNode {
+    pub fn new(
+        docker: Docker,
+        cfg: AgentConfig,
+        code: CodeCache,
+        logs: LogStore,
+        max_response_bytes: usize,
+        tracker: TaskTracker,
+    ) -> Self {
+        let mut conn = HttpConnector::new();
+        // Small request/response pairs: Nagle would add up to 40 ms per call.
+        conn.set_nodelay(true);
+        conn.set_connect_timeout(Some(Duration::from_secs(2)));
+        let http = Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(60)).build(conn);
+        Self {
+            docker,
+            node_id: cfg.node_id.clone(),
+            cfg,
+            code,
+            logs,
+            http,
+            max_response_bytes,
+            running: Mutex::new(HashMap::new()),
+            tracker,
+        }
+    }
+
+    pub fn docker(&self) -> &Docker {
+        &self.docker
+    }
+
+    async fn ensure_image(&self, image: &str) -> Result<(), AgentError> {
+        match self.docker.inspect_image(image).await {
+            Ok(_) => return Ok(()),
+            Err(e) if !is_not_found(&e) => return Err(docker_err(e)),
+            Err(_) if !self.cfg.pull_missing_images => return Err(AgentError::ImageNotFound(image.to_string())),
+            Err(_) => {}
+        }
+        let opts = CreateImageOptions { from_image: Some(image.to_string()), ..Default::default() };
+        let mut pull = self.docker.create_image(Some(opts), None, None);
+        while let Some(step) = pull.next().await {
+            if let Err(e) = step {
+                tracing::warn!(image, "pull failed: {e}");
+                return Err(AgentError::ImageNotFound(image.to_string()));
+            }
+        }
+        Ok(())
+    }
+
+    fn container_body(&self, spec: &InstanceSpec, code_dir: Option<String>) -> ContainerCreateBody {
+        let labels = HashMap::from([
+            (LABEL_MANAGED.to_string(), "true".to_string()),
+            (LABEL_NODE.to_string(), self.node_id.clone()),
+            (LABEL_FUNCTION.to_string(), spec.function_name.clone()),
+            (LABEL_INSTANCE.to_string(), spec.instance_id.clone()),
+            (LABEL_REVISION.to_string(), spec.revision.to_string()),
+        ]);
+        let memory = i64::from(spec.memory_mb) << 20;
+        let host_config = HostConfig {
+            memory: Some(memory),
+            // Equal to memory: no swap, so the limit is a real limit.
+            memory_swap: Some(memory),
+            nano_cpus: Some((spec.cpu * 1e9) as i64),
+            pids_limit: Some(self.cfg.pids_limit),
+            readonly_rootfs: Some(true),
+            tmpfs: Some(HashMap::from([(
+                "/tmp".to_string(),
+                format!("rw,nosuid,nodev,size={}m,mode=1777", self.cfg.tmp_size_mb),
+            )])),
+            cap_drop: Some(vec!["ALL".into()]),
+            security_opt: Some(vec!["no-new-privileges".into()]),
+            binds: code_dir.map(|d| vec![format!("{d}:/code:ro")]),
+            log_config: Some(HostConfigLogConfig {
+                typ: Some("json-file".into()),
+                config: Some(HashMap::from([
+                    ("max-size".to_string(), "10m".to_string()),
+                    ("max-file".to_string(), "2".to_string()),
+                ])),
+            }),
+            ..Default::default()
+        };
+        ContainerCreateBody {
+            image: Some(spec.image.clone()),
+            entrypoint: spec.entrypoint.clone(),
+            cmd: spec.cmd.clone(),
+            env: Some(spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
+            user: Some(self.cfg.run_as.clone()),
+            working_dir: spec.code_checksum.as_ref().map(|_| "/code".to_string()),
+            labels: Some(labels),
+            host_config: Some(host_config),
+            ..Default::default()
+        }
+    }
+
+    fn follow_logs(&self, container_id: String, capture: Arc<LogCapture>) {
+        let docker = self.docker.clone();
+        self.tracker.spawn(async move {
+            let opts = LogsOptions { follow: true, stdout: true, stderr: true, ..Default::default() };
+            let mut stream = docker.logs(&container_id, Some(opts));
+            let mut partial = String::new();
+            while let Some(Ok(chunk)) = stream.next().await {
+                let (name, msg) = match chunk {
+                    bollard::container::LogOutput::StdOut { message } => ("stdout", message),
+                    bollard::container::LogOutput::StdErr { message } => ("stderr", message),
+                    _ => continue,
+                };
+                partial.push_str(&String::from_utf8_lossy(&msg));
+                while let Some(i) = partial.find('\n') {
+                    let line: String = partial.drain(..=i).collect();
+                    capture.line(name, &line);
+                }
+                if partial.len() > super::logs::MAX_LINE {
+                    capture.line(name, &std::mem::take(&mut partial));
+                }
+            }
+            if !partial.is_empty() {
+                capture.line("stdout", &partial);
+            }
+        });
+    }
+
+    async fn container_state(&self, id: &str) -> Option<(bool, bool, Option<i64>)> {
+        let info = self.docker.inspect_container(id, None::<InspectContainerOptions>).await.ok()?;
+        let st = info.state?;
+        Some((st.running.unwrap_or(false), st.oom_killed.unwrap_or(false), st.exit_code))
+    }
+
+    async fn recent_logs(&self, id: &str) -> String {
+        let opts = LogsOptions { stdout: true, stderr: true, tail: "20".into(), ..Default::default() };
+        let mut out = String::new();
+        let mut s = self.docker.logs(id, Some(opts));
+        while let Some(Ok(chunk)) = s.next().await {
+            out.push_str(&String::from_utf8_lossy(&chunk.into_bytes()));
+        }
+        super::logs::tail(out.trim(), 2048).to_string()
+    }
+
+    /// Poll until the instance accepts connections (and answers its health check), or fail
+    /// early if the container exits.
+    async fn wait_ready(&self, container_id: &str, addr: SocketAddr, spec: &InstanceSpec) -> Result<(), AgentError> {
+        let timeout = self.cfg.start_timeout();
+        let deadline = Instant::now() + timeout;
+        let mut attempt = 0u32;
+        loop {
+            let connected = tokio::time::timeout(Duration::from_millis(200), tokio::net::TcpStream::connect(addr))
+                .await
+                .is_ok_and(|r| r.is_ok());
+            if connected {
+                match &spec.health_path {
+                    None => return Ok(()),
+                    Some(path) => {
+                        let req = Request::get(format!("http://{addr}{path}")).body(Full::new(Bytes::new())).expect("valid request");
+                        if let Ok(Ok(r)) = tokio::time::timeout(Duration::from_secs(1), self.http.request(req)).await
+                            && r.status().is_success()
+                        {
+                            return Ok(());
+                        }
+                    }
+                }
+            }
+            attempt += 1;
+            if attempt % 10 == 0 {
+                match self.container_state(container_id).await {
+                    Some((true, _, _)) => {}
+                    Some((false, _, code)) => {
+                        return Err(AgentError::Exited { exit_code: code, logs: self.recent_logs(container_id).await });
+                    }
+                    None => return Err(AgentError::Exited { exit_code: None, logs: String::new() }),
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(AgentError::NotReady { port: addr.port(), secs: timeout.as_secs() });
+            }
+            tokio::time::sleep(Duration::from_millis(if attempt < 100 { 5 } else { 50 })).await;
+        }
+    }
+
+    async fn post(
+        &self,
+        addr: SocketAddr,
+        path: &str,
+        headers: HeaderMap,
+        body: Bytes,
+        timeout: Duration,
+    ) -> Result<Result<InvokeResponse, hyper_util::client::legacy::Error>, tokio::time::error::Elapsed> {
+        let mut req = Request::builder()
+            .method(Method::POST)
+            .uri(format!("http://{addr}{path}"))
+            .body(Full::new(body))
+            .expect("valid request");
+        *req.headers_mut() = headers;
+        let max = self.max_response_bytes;
+        tokio::time::timeout(timeout, async {
+            let resp = self.http.request(req).await?;
+            let (parts, body) = resp.into_parts();
+            let body = match Limited::new(body, max).collect().await {
+                Ok(b) => b.to_bytes(),
+                Err(e) => {
+                    return Ok(InvokeResponse {
+                        status: 502,
+                        headers: HeaderMap::new(),
+                        body: Bytes::from(format!("response unreadable or larger than {max} bytes: {e}")),
+                        function_error: true,
+                        logs: None,
+                    });
+                }
+            };
+            let function_error = parts.headers.get("x-fc-status").is_some_and(|v| v == "404") || parts.status.is_server_error();
+            Ok(InvokeResponse { status: parts.status.as_u16(), headers: parts.headers, body, function_error, logs: None })
+        })
+        .await
+    }
+
+    /// After a failed request: find out whether the container died and why.
+    async fn diagnose(&self, container_id: &str, memory_mb: u32, err: String) -> AgentError {
+        // The engine records the exit a moment after the connection drops.
+        let deadline = Instant::now() + Duration::from_secs(2);
+        loop {
+            match self.container_state(container_id).await {
+                Some((false, true, _)) => return AgentError::OutOfMemory(memory_mb),
+                Some((false, false, Some(137))) => {
+                    // cgroup v1 may report the OOM kill only as SIGKILL.
+                    return AgentError::OutOfMemory(memory_mb);
+                }
+                Some((false, false, code)) => return AgentError::Crashed(code),
+                None => return AgentError::Crashed(None),
+                Some((true, _, _)) if Instant::now() >= deadline => return AgentError::BadResponse(err),
+                Some((true, _, _)) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+    }
+
+    fn get_running(&self, id: &str) -> Option<Arc<Running>> {
+        self.running.lock().expect("running lock").get(id).cloned()
+    }
+
+    async fn remove(&self, container_id: &str) {
+        let opts = RemoveContainerOptions { force: true, v: true, ..Default::default() };
+        match self.docker.remove_container(container_id, Some(opts)).await {
+            Ok(()) => {}
+            Err(e) if is_not_found(&e) => {}
+            Err(e) => tracing::warn!(container_id, "removing container: {e}"),
+        }
+    }
+}
+
+fn container_ip(info: &bollard::models::ContainerInspectResponse) -> Option<IpAddr> {
+    let ns = info.network_settings.as_ref()?;
+    ns.networks
+        .as_ref()
+        .and_then(|n| n.values().find_map(|e| e.ip_address.as_deref().filter(|s| !s.is_empty()).and_then(|s| s.parse().ok())))
+}
+
+#[async_trait::async_trait]
+impl Node for DockerNode {
+    fn node_id(&self) -> &str {
+        &self.node_id
+    }
+
+    async fn start_instance(&self, spec: InstanceSpec) -> Result<InstanceInfo, AgentError> {
+        let code_dir = match &spec.code_checksum {
+            Some(sum) => Some(
+                self.code.ensure(sum).await.map_err(|e| AgentError::Internal(format!("{e:#}")))?.display().to_string(),
+            ),
+            None => None,
+        };
+        self.ensure_image(&spec.image).await?;
+        let name = format!("nubis-{}", spec.instance_id);
+        let opts = CreateContainerOptions { name: Some(name), ..Default::default() };
+        let created = self.docker.create_container(Some(opts), self.container_body(&spec, code_dir)).await.map_err(|e| match e {
+            bollard::errors::Error::DockerResponseServerError { status_code: 404, .. } => AgentError::ImageNotFound(spec.image.clone()),
+            e => docker_err(e),
+        })?;
+        let id = created.id;
+        let capture = Arc::new(LogCapture::new(
+            spec.function_name.clone(),
+            spec.instance_id.clone(),
+            spec.prints_log_markers,
+            self.logs.clone(),
+        ));
+        let started = async {
+            self.docker.start_container(&id, None).await.map_err(docker_err)?;
+            self.follow_logs(id.clone(), capture.clone());
+            let info = self.docker.inspect_container(&id, None::<InspectContainerOptions>).await.map_err(docker_err)?;
+            let ip = container_ip(&info).ok_or_else(|| AgentError::Internal("container has no bridge IP".into()))?;
+            let addr = SocketAddr::new(ip, spec.port);
+            self.wait_ready(&id, addr, &spec).await?;
+            if let Some(timeout) = spec.initializer_timeout {
+                let mut headers = spec.base_headers.clone();
+                let request_id = crate::model::new_request_id();
+                headers.insert("x-fc-request-id", HeaderValue::from_str(&request_id).expect("ascii id"));
+                headers.insert("x-fc-control-path", HeaderValue::from_static("/initialize"));
+                match self.post(addr, "/initialize", headers, Bytes::new(), timeout).await {
+                    Ok(Ok(r)) if r.status < 300 && !r.function_error => {}
+                    Ok(Ok(r)) => return Err(AgentError::Initialization(r)),
+                    Ok(Err(e)) => return Err(self.diagnose(&id, spec.memory_mb, e.to_string()).await),
+                    Err(_) => return Err(AgentError::Timeout(timeout.as_secs())),
+                }
+            }
+            Ok(addr)
+        }
+        .await;
+        match started {
+            Ok(addr) => {
+                let running = Arc::new(Running { container_id: id, capture, memory_mb: spec.memory_mb });
+                self.running.lock().expect("running lock").insert(spec.instance_id.clone(), running);
+                Ok(InstanceInfo { instance_id: spec.instance_id, node_id: self.node_id.clone(), addr })
+            }
+            Err(e) => {
+                self.remove(&id).await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn invoke(&self, instance: &InstanceInfo, req: InvokeRequest) -> Result<InvokeResponse, AgentError> {
+        let running = self
+            .get_running(&instance.instance_id)
+            .ok_or_else(|| AgentError::Internal(format!("instance {} is not running here", instance.instance_id)))?;
+        let mut headers = req.headers;
+        headers.insert("x-fc-request-id", HeaderValue::from_str(&req.request_id).expect("ascii id"));
+        headers.insert("x-fc-control-path", HeaderValue::from_static("/invoke"));
+        headers.insert("content-type", HeaderValue::from_static("application/octet-stream"));
+        let waiter = running.capture.begin(&req.request_id, req.want_logs);
+        match self.post(instance.addr, "/invoke", headers, req.body, req.timeout).await {
+            Ok(Ok(mut resp)) => {
+                resp.logs = running.capture.end(&req.request_id, waiter).await;
+                Ok(resp)
+            }
+            Ok(Err(e)) => {
+                running.capture.abandon(&req.request_id);
+                Err(self.diagnose(&running.container_id, running.memory_mb, e.to_string()).await)
+            }
+            Err(_) => {
+                running.capture.abandon(&req.request_id);
+                Err(AgentError::Timeout(req.timeout.as_secs()))
+            }
+        }
+    }
+
+    async fn stop_instance(&self, instance_id: &str) {
+        let running = self.running.lock().expect("running lock").remove(instance_id);
+        if let Some(r) = running {
+            self.remove(&r.container_id).await;
+        }
+    }
+
+    async fn remove_orphans(&self) -> Result<usize, AgentError> {
+        let filters = HashMap::from([(
+            "label".to_string(),
+            vec![format!("{LABEL_MANAGED}=true"), format!("{LABEL_NODE}={}", self.node_id)],
+        )]);
+        let opts = ListContainersOptions { all: true, filters: Some(filters), ..Default::default() };
+        let list = self.docker.list_containers(Some(opts)).await.map_err(docker_err)?;
+        let known: Vec<String> = self.running.lock().expect("running lock").values().map(|r| r.container_id.clone()).collect();
+        let mut removed = 0;
+        for c in list {
+            if let Some(id) = c.id.filter(|id| !known.contains(id)) {
+                self.remove(&id).await;
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+}

@@ -1,0 +1,114 @@
+//! Node agent: runs function instances as Docker containers and proxies invocations into them.
+//!
+//! [`Node`] is the seam between the resource manager and a node. In the all-in-one server the
+//! [`docker::DockerNode`] runs in-process; remote agents implement the same trait over HTTP.
+
+pub mod codecache;
+pub mod docker;
+pub mod logs;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::http::HeaderMap;
+use bytes::Bytes;
+
+/// Everything a node needs to start one instance of one function revision.
+#[derive(Debug, Clone)]
+pub struct InstanceSpec {
+    pub instance_id: String,
+    pub function_name: String,
+    pub revision: i64,
+    pub image: String,
+    /// Overrides of the image's entrypoint/command (custom runtimes and containers).
+    pub entrypoint: Option<Vec<String>>,
+    pub cmd: Option<Vec<String>>,
+    /// Code package to mount read-only at /code.
+    pub code_checksum: Option<String>,
+    pub env: Vec<(String, String)>,
+    pub memory_mb: u32,
+    pub cpu: f64,
+    pub port: u16,
+    /// Readiness: GET this path until 2xx; None: the port accepting connections is enough.
+    pub health_path: Option<String>,
+    /// Built-in bootstraps print `FC Invoke Start/End` themselves.
+    pub prints_log_markers: bool,
+    /// Call POST /initialize once before the first invocation, with this deadline.
+    pub initializer_timeout: Option<Duration>,
+    /// Headers sent on every call into the instance (x-fc-function-name, ...).
+    pub base_headers: HeaderMap,
+}
+
+/// A started instance, as the resource manager addresses it.
+#[derive(Debug, Clone)]
+pub struct InstanceInfo {
+    pub instance_id: String,
+    pub node_id: String,
+    pub addr: SocketAddr,
+}
+
+#[derive(Debug)]
+pub struct InvokeRequest {
+    pub request_id: String,
+    pub body: Bytes,
+    /// Per-request headers (x-fc-request-id is added by the node).
+    pub headers: HeaderMap,
+    pub timeout: Duration,
+    /// Wait for this invocation's log lines and return them.
+    pub want_logs: bool,
+}
+
+#[derive(Debug)]
+pub struct InvokeResponse {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+    /// The function reported an error (x-fc-status: 404, or a 5xx from a custom server).
+    pub function_error: bool,
+    /// This invocation's log text when asked for.
+    pub logs: Option<String>,
+}
+
+/// Why an instance could not start or an invocation failed. Variants say whose fault it is:
+/// `Start`, `Timeout`, `OutOfMemory`, `Crashed`, `Initialization` are the function's;
+/// `Unavailable` and `Internal` are the platform's.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("image '{0}' is not present on the node and could not be pulled")]
+    ImageNotFound(String),
+    #[error("the instance exited before it was ready (exit code {}): {logs}", code(*exit_code))]
+    Exited { exit_code: Option<i64>, logs: String },
+    #[error("the instance did not listen on port {port} within {secs} s")]
+    NotReady { port: u16, secs: u64 },
+    #[error("function timed out after {0} seconds")]
+    Timeout(u64),
+    #[error("the instance ran out of memory (limit {0} MB) and was killed")]
+    OutOfMemory(u32),
+    #[error("the instance exited unexpectedly while handling the request (exit code {})", code(*.0))]
+    Crashed(Option<i64>),
+    #[error("the initializer failed")]
+    Initialization(InvokeResponse),
+    #[error("the instance returned an invalid response: {0}")]
+    BadResponse(String),
+    #[error("container runtime unavailable: {0}")]
+    Unavailable(String),
+    #[error("agent error: {0}")]
+    Internal(String),
+}
+
+fn code(c: Option<i64>) -> String {
+    c.map_or_else(|| "unknown".into(), |c| c.to_string())
+}
+
+#[async_trait::async_trait]
+pub trait Node: Send + Sync + 'static {
+    fn node_id(&self) -> &str;
+    /// Create and start an instance; returns once it is ready (and initialized).
+    async fn start_instance(&self, spec: InstanceSpec) -> Result<InstanceInfo, AgentError>;
+    /// Send one event to an instance and wait for its answer (at most `req.timeout`).
+    async fn invoke(&self, instance: &InstanceInfo, req: InvokeRequest) -> Result<InvokeResponse, AgentError>;
+    /// Stop and remove an instance. Idempotent.
+    async fn stop_instance(&self, instance_id: &str);
+    /// Remove instances a previous run of this node left behind. Returns how many.
+    async fn remove_orphans(&self) -> Result<usize, AgentError>;
+}

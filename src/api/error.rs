@@ -1,0 +1,153 @@
+//! The one place errors become HTTP: every failure leaves as an FC error body
+//! `{"Code", "Message", "RequestId"}` with the right status. The caller gets a short message;
+//! the log gets the cause chain (platform faults only: a caller's mistake is not our error).
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use super::auth::AuthError;
+use crate::codestore::CodeStoreError;
+use crate::codestore::package::PackageError;
+use crate::model::ValidationError;
+use crate::scheduler::AcquireError;
+use crate::store::StoreError;
+
+tokio::task_local! {
+    /// The request id of the request being served; set by the request-id layer.
+    pub static REQUEST_ID: String;
+}
+
+pub fn current_request_id() -> String {
+    REQUEST_ID.try_with(|id| id.clone()).unwrap_or_default()
+}
+
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+    /// Seconds; only on throttling (the SDKs turn it into a ThrottlingException).
+    pub retry_after: Option<u64>,
+}
+
+/// The FC error document.
+#[derive(Serialize, ToSchema)]
+pub struct ErrorBody {
+    #[serde(rename = "Code")]
+    pub code: String,
+    #[serde(rename = "Message")]
+    pub message: String,
+    #[serde(rename = "RequestId")]
+    pub request_id: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self { status, code, message: message.into(), retry_after: None }
+    }
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "InvalidArgument", message)
+    }
+    pub fn function_not_found(name: &str) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "FunctionNotFound", format!("function '{name}' does not exist"))
+    }
+    pub fn too_large(what: &str, limit: usize) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "EntityTooLarge", format!("{what} exceeds the limit of {limit} bytes"))
+    }
+    pub fn path_not_supported(method: &str, path: &str) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "PathNotSupported", format!("'{method}' against '{path}' is not supported"))
+    }
+    pub fn internal(e: impl std::fmt::Display) -> Self {
+        tracing::error!("internal error: {e:#}");
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "InternalServerError", "internal error; see the server log")
+    }
+    pub fn unavailable(what: &str, e: impl std::fmt::Display) -> Self {
+        tracing::error!("{what} unavailable: {e:#}");
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable", format!("{what} is unavailable, retry later"))
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = ErrorBody { code: self.code.to_string(), message: self.message, request_id: current_request_id() };
+        let mut resp = (self.status, Json(body)).into_response();
+        if let Some(s) = self.retry_after {
+            resp.headers_mut().insert("x-acs-retry-after", HeaderValue::from(s));
+        }
+        resp
+    }
+}
+
+impl From<ValidationError> for ApiError {
+    fn from(e: ValidationError) -> Self {
+        Self::invalid(e.to_string())
+    }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(e: AuthError) -> Self {
+        let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::FORBIDDEN);
+        Self::new(status, e.code(), e.message())
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::AlreadyExists => Self::new(StatusCode::CONFLICT, "AlreadyExists", "resource already exists"),
+            StoreError::Conflict => Self::new(
+                StatusCode::CONFLICT,
+                "ConcurrentUpdateError",
+                "the resource was changed by another request; retry",
+            ),
+            StoreError::Unavailable(e) => Self::unavailable("metadata store", e),
+            e @ (StoreError::Corrupt(_) | StoreError::Migrate(_)) => Self::internal(e),
+        }
+    }
+}
+
+impl From<PackageError> for ApiError {
+    fn from(e: PackageError) -> Self {
+        match e {
+            PackageError::Io(e) => Self::internal(e),
+            e => Self::invalid(e.to_string()),
+        }
+    }
+}
+
+impl From<CodeStoreError> for ApiError {
+    fn from(e: CodeStoreError) -> Self {
+        match e {
+            CodeStoreError::NotFound(_) => Self::new(StatusCode::NOT_FOUND, "CodeNotFound", e.to_string()),
+            e => Self::unavailable("code store", e),
+        }
+    }
+}
+
+impl From<AcquireError> for ApiError {
+    fn from(e: AcquireError) -> Self {
+        use crate::agent::AgentError as A;
+        match e {
+            AcquireError::Throttled { .. } => {
+                let mut err = Self::new(StatusCode::TOO_MANY_REQUESTS, "ResourceExhausted", e.to_string());
+                err.retry_after = Some(1);
+                err
+            }
+            AcquireError::Placement(p) => {
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, "ResourcePoolInsufficientCapacity", p.to_string())
+            }
+            AcquireError::ShuttingDown => Self::new(StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable", "server is shutting down"),
+            AcquireError::NoImage(e) => Self::internal(e),
+            AcquireError::Start(a) => match a {
+                A::Exited { .. } => Self::new(StatusCode::PRECONDITION_FAILED, "CAExited", a.to_string()),
+                A::NotReady { .. } => Self::new(StatusCode::PRECONDITION_FAILED, "FunctionNotStarted", a.to_string()),
+                A::ImageNotFound(_) => Self::new(StatusCode::PRECONDITION_FAILED, "ImageNotFound", a.to_string()),
+                A::Unavailable(e) => Self::unavailable("container runtime", e),
+                a => Self::internal(a),
+            },
+        }
+    }
+}

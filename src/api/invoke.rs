@@ -1,0 +1,185 @@
+//! InvokeFunction, synchronous path: cached function record → a slot from the resource
+//! manager (warm, or a cold start) → the node forwards the event into the instance → the
+//! answer goes back with FC's headers. No database round trip when the function is cached and
+//! an instance is warm.
+//!
+//! Function failures (an exception, a timeout, running out of memory, a crash, a failed
+//! initializer) are answered 200 with `x-fc-error-type`, as FC does, so SDK callers read them as
+//! results, not exceptions. Platform failures are FC error bodies with 4xx/5xx.
+
+use std::time::Instant;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use bytes::Bytes;
+use serde::Deserialize;
+use utoipa::IntoParams;
+
+use super::AppState;
+use super::error::{ApiError, ErrorBody, current_request_id};
+use super::functions::cached;
+use crate::agent::{AgentError, InvokeRequest, InvokeResponse};
+use crate::agent::logs::tail;
+use crate::scheduler::AcquireError;
+
+/// FC's `x-fc-log-result` carries at most the last 4 KB of the invocation's log.
+const LOG_TAIL_BYTES: usize = 4096;
+
+#[derive(Deserialize, IntoParams)]
+pub struct InvokeParams {
+    /// Only `LATEST` until versions exist.
+    pub qualifier: Option<String>,
+}
+
+enum LogType {
+    None,
+    Tail,
+}
+
+fn header<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    h.get(name).and_then(|v| v.to_str().ok())
+}
+
+fn function_error(error_type: &'static str, message: String, kind: &str) -> Response {
+    let body = serde_json::json!({ "errorMessage": message, "errorType": kind });
+    let mut resp = (StatusCode::OK, axum::Json(body)).into_response();
+    resp.headers_mut().insert("x-fc-error-type", HeaderValue::from_static(error_type));
+    resp
+}
+
+fn from_instance(r: InvokeResponse, error_type: &'static str) -> Response {
+    let mut resp = (StatusCode::OK, r.body).into_response();
+    let h = resp.headers_mut();
+    if let Some(ct) = r.headers.get("content-type") {
+        h.insert("content-type", ct.clone());
+    }
+    if r.function_error {
+        h.insert("x-fc-error-type", HeaderValue::from_static(error_type));
+    }
+    if let Some(logs) = r.logs {
+        let b64 = base64::engine::general_purpose::STANDARD.encode(tail(&logs, LOG_TAIL_BYTES));
+        h.insert("x-fc-log-result", HeaderValue::from_str(&b64).expect("base64 is ascii"));
+    }
+    resp
+}
+
+/// Map what went wrong in the instance; says whether the instance must be thrown away.
+fn failed(e: AgentError) -> (Response, bool) {
+    match e {
+        AgentError::Timeout(secs) => (
+            function_error("UnhandledInvocationError", format!("Function timed out after {secs} seconds"), "FunctionTimeout"),
+            true,
+        ),
+        e @ AgentError::OutOfMemory(_) => (function_error("UnhandledInvocationError", e.to_string(), "FunctionOutOfMemory"), true),
+        e @ AgentError::Crashed(_) => (function_error("UnhandledInvocationError", e.to_string(), "ProcessExited"), true),
+        AgentError::BadResponse(m) => {
+            (ApiError::new(StatusCode::BAD_GATEWAY, "BadResponse", format!("the function returned an invalid response: {m}")).into_response(), true)
+        }
+        AgentError::Unavailable(m) => (ApiError::unavailable("container runtime", m).into_response(), true),
+        e => (ApiError::internal(e).into_response(), true),
+    }
+}
+
+#[utoipa::path(post, path = "/2023-03-30/functions/{functionName}/invocations", tag = "invocations",
+    params(("functionName" = String, Path), InvokeParams,
+        ("x-fc-invocation-type" = Option<String>, Header, description = "Sync (default)"),
+        ("x-fc-log-type" = Option<String>, Header, description = "None (default) or Tail")),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream"),
+    responses(
+        (status = 200, description = "The function's result; with x-fc-error-type when the function failed"),
+        (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 412, body = ErrorBody),
+        (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub async fn invoke_function(
+    State(st): State<AppState>,
+    Path(name): Path<String>,
+    q: Result<Query<InvokeParams>, axum::extract::rejection::QueryRejection>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let Query(q) = q.map_err(|e| ApiError::invalid(e.body_text()))?;
+    let log_type = match header(&headers, "x-fc-log-type") {
+        None | Some("None") | Some("") => LogType::None,
+        Some("Tail") => LogType::Tail,
+        Some(other) => return Err(ApiError::invalid(format!("x-fc-log-type must be None or Tail, got '{other}'"))),
+    };
+    match header(&headers, "x-fc-invocation-type") {
+        None | Some("Sync") | Some("") => {}
+        Some("Async") => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "InvalidArgument",
+                "asynchronous invocation is not available on this server yet",
+            ));
+        }
+        Some(other) => return Err(ApiError::invalid(format!("x-fc-invocation-type must be Sync or Async, got '{other}'"))),
+    }
+    let f = cached(&st, &name).await?;
+    if let Some(qual) = q.qualifier.as_deref().filter(|q| !q.is_empty() && *q != "LATEST") {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "VersionNotFound",
+            format!("version or alias '{qual}' of function '{name}' does not exist"),
+        ));
+    }
+    let started = Instant::now();
+    let slot = match st.rm.acquire(&f).await {
+        Ok(s) => s,
+        Err(AcquireError::Start(AgentError::Initialization(r))) => return Ok(finish(from_instance(r, "InitializationError"), &f.code_checksum, None, started)),
+        Err(AcquireError::Start(e @ (AgentError::Timeout(_) | AgentError::OutOfMemory(_) | AgentError::Crashed(_)))) => {
+            let resp = function_error("InitializationError", format!("initializer failed: {e}"), "InitializationError");
+            return Ok(finish(resp, &f.code_checksum, None, started));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let request_id = current_request_id();
+    let req = InvokeRequest {
+        request_id: request_id.clone(),
+        body,
+        headers: slot_headers(&headers),
+        timeout: std::time::Duration::from_secs(f.config.timeout.into()),
+        want_logs: matches!(log_type, LogType::Tail),
+    };
+    let instance_id = slot.instance().instance_id.clone();
+    let outcome = st.rm.node().invoke(slot.instance(), req).await;
+    let resp = match outcome {
+        Ok(r) => {
+            drop(slot);
+            from_instance(r, "UnhandledInvocationError")
+        }
+        Err(e) => {
+            tracing::info!(function = %name, instance = %instance_id, "invocation failed: {e}");
+            let (resp, discard) = failed(e);
+            if discard {
+                slot.discard();
+            }
+            resp
+        }
+    };
+    Ok(finish(resp, &f.code_checksum, Some(&instance_id), started))
+}
+
+/// Headers from the caller that the instance may see (FC passes none of the signing ones).
+fn slot_headers(h: &HeaderMap) -> HeaderMap {
+    let mut out = HeaderMap::new();
+    for name in ["x-fc-log-type", "x-fc-trace-id"] {
+        if let Some(v) = h.get(name) {
+            out.insert(name, v.clone());
+        }
+    }
+    out
+}
+
+fn finish(mut resp: Response, checksum: &str, instance: Option<&str>, started: Instant) -> Response {
+    let h = resp.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(checksum) {
+        h.insert("x-fc-code-checksum", v);
+    }
+    if let Some(i) = instance.and_then(|i| HeaderValue::from_str(i).ok()) {
+        h.insert("x-fc-instance-id", i);
+    }
+    h.insert("x-fc-invocation-service-version", HeaderValue::from_static("LATEST"));
+    h.insert("x-fc-invocation-duration", HeaderValue::from(started.elapsed().as_millis() as u64));
+    resp
+}

@@ -1,0 +1,177 @@
+//! API controller: the FC 3.0 REST surface (`/2023-03-30/...`, signed), plus unsigned
+//! `/health`, `/openapi.json` and time-limited code download links (`/nubis/code/...`).
+//!
+//! Layers, outermost first: request id (every response carries `x-fc-request-id`, every error
+//! body its `RequestId`) → signature check (FC routes only) → handler. The OpenAPI document
+//! is built from the same route table (utoipa-axum), so it cannot drift from what is served.
+
+pub mod auth;
+pub mod code;
+pub mod error;
+pub mod functions;
+pub mod invoke;
+pub mod keys;
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{HeaderValue, StatusCode};
+use axum::middleware::{Next, from_fn, from_fn_with_state};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use tracing::Instrument;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::codestore::CodeStore;
+use crate::config::Config;
+use crate::model::FunctionRecord;
+use crate::scheduler::ResourceManager;
+use crate::store::Store;
+pub use error::ApiError;
+use error::REQUEST_ID;
+use keys::Keyring;
+
+/// Handles only; the logic lives in the modules that own it.
+#[derive(Clone)]
+pub struct AppState {
+    pub cfg: Arc<Config>,
+    pub store: Store,
+    pub code: CodeStore,
+    pub keys: Arc<Keyring>,
+    pub rm: ResourceManager,
+    pub functions: Arc<FunctionCache>,
+    /// Signs code download links.
+    pub code_url_key: [u8; 32],
+}
+
+/// Function records for the invoke path, so a warm call does no database round trip.
+/// Entries are dropped on update and delete (the only writers, in this process).
+#[derive(Default)]
+pub struct FunctionCache {
+    map: RwLock<HashMap<String, Arc<FunctionRecord>>>,
+}
+
+impl FunctionCache {
+    pub fn get(&self, name: &str) -> Option<Arc<FunctionRecord>> {
+        self.map.read().expect("cache lock").get(name).cloned()
+    }
+    pub fn put(&self, f: Arc<FunctionRecord>) {
+        self.map.write().expect("cache lock").insert(f.name.to_string(), f);
+    }
+    pub fn invalidate(&self, name: &str) {
+        self.map.write().expect("cache lock").remove(name);
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Nubis Function Compute API",
+        version = "2023-03-30",
+        description = "The Function Compute 3.0 REST API as served by Nubis. Every /2023-03-30 \
+                       call is signed with ACS3-HMAC-SHA256; errors are {Code, Message, RequestId}."
+    ),
+    components(schemas(error::ErrorBody))
+)]
+struct ApiDoc;
+
+/// The FC routes and their OpenAPI description, from one table.
+fn fc_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(functions::create_function, functions::list_functions))
+        .routes(routes!(functions::get_function, functions::update_function, functions::delete_function))
+        .routes(routes!(functions::get_function_code))
+        .routes(routes!(invoke::invoke_function))
+        .split_for_parts()
+}
+
+/// The OpenAPI document of the served API.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    fc_routes().1
+}
+
+pub fn router(state: AppState) -> Router {
+    let (fc, doc) = fc_routes();
+    let doc = Arc::new(doc.to_json().expect("openapi serializes"));
+    // The signature layer already bounds bodies per route; axum's own 2 MB default would
+    // refuse legal 32 MB invocations after they were read.
+    let fc = fc.layer(from_fn_with_state(state.clone(), authenticate)).layer(DefaultBodyLimit::disable());
+    Router::new()
+        .merge(fc)
+        .route("/health", get(|| async { "ok" }))
+        .route(
+            "/openapi.json",
+            get(move || {
+                let doc = doc.clone();
+                async move { ([("content-type", "application/json")], doc.as_str().to_string()) }
+            }),
+        )
+        .route("/nubis/code/{name}", get(code::download))
+        .fallback(path_not_supported)
+        .method_not_allowed_fallback(path_not_supported)
+        .layer(from_fn(request_id))
+        .with_state(state)
+}
+
+async fn path_not_supported(req: Request) -> ApiError {
+    ApiError::path_not_supported(req.method().as_str(), req.uri().path())
+}
+
+async fn request_id(req: Request, next: Next) -> Response {
+    let id = crate::model::new_request_id();
+    let span = tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path());
+    let mut resp = REQUEST_ID.scope(id.clone(), next.run(req).instrument(span)).await;
+    resp.headers_mut().insert("x-fc-request-id", HeaderValue::from_str(&id).expect("ascii id"));
+    resp
+}
+
+/// Buffer the body (its hash is part of the signature), then verify the signature. The
+/// body limit depends on the route: invocations carry at most the sync payload limit,
+/// everything else at most a base64 code zip plus its JSON.
+async fn authenticate(State(state): State<AppState>, req: Request, next: Next) -> Result<Response, ApiError> {
+    let (parts, body) = req.into_parts();
+    let limits = &state.cfg.limits;
+    let (limit, what) = if parts.uri.path().ends_with("/invocations") {
+        (limits.max_sync_payload_bytes, "invocation payload")
+    } else {
+        ((limits.max_code_zip_bytes as usize) / 3 * 4 + (1 << 20), "request body")
+    };
+    let declared = parts.headers.get("content-length").and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(ApiError::too_large(what, limit));
+    }
+    let bytes = axum::body::to_bytes(body, limit).await.map_err(|e| {
+        let too_large = std::error::Error::source(&e)
+            .is_some_and(|s| s.downcast_ref::<http_body_util::LengthLimitError>().is_some());
+        if too_large { ApiError::too_large(what, limit) } else { ApiError::invalid(format!("reading request body: {e}")) }
+    })?;
+    let hash = auth::sha256_hex(&bytes);
+    let header = parts.headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or("");
+    // Look the key up first (async: the database on a cache miss); `verify` is synchronous.
+    let secret = match auth::parse_authorization(header) {
+        Ok(h) => state.keys.secret(&h.access_key_id).await.map_err(|e| match e {
+            keys::KeyError::Store(e) => ApiError::from(e),
+            e => ApiError::internal(e),
+        })?,
+        Err(_) => None,
+    };
+    let rp = auth::RequestParts {
+        method: &parts.method,
+        raw_path: parts.uri.path(),
+        raw_query: parts.uri.query().unwrap_or(""),
+        headers: &parts.headers,
+        body_sha256_hex: &hash,
+    };
+    auth::verify(&rp, |_| secret, chrono::Utc::now(), state.cfg.auth.max_clock_skew())?;
+    Ok(next.run(Request::from_parts(parts, Body::from(bytes))).await)
+}
+
+/// For handlers that answer "done" with no content (FC deletes).
+pub fn no_content() -> Response {
+    StatusCode::NO_CONTENT.into_response()
+}

@@ -1,0 +1,215 @@
+//! Typed, layered configuration: built-in defaults → `config/nubis.toml` (or `--config FILE`)
+//! → `NUBIS_<SECTION>__<KEY>` environment variables → command-line flags.
+//!
+//! Every field is documented in `config/nubis.toml`; durations are whole seconds or milliseconds,
+//! named by their suffix, and read through accessor methods returning [`Duration`].
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub auth: AuthConfig,
+    pub limits: LimitsConfig,
+    pub scheduler: SchedulerConfig,
+    pub agent: AgentConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Public API listener.
+    pub listen: SocketAddr,
+    /// Where the SQLite database, code packages, unpacked code and logs live.
+    pub data_dir: PathBuf,
+    /// Base URL clients use to reach this server (for GetFunctionCode URLs). Empty: taken from
+    /// the request's Host header.
+    pub public_url: String,
+    /// Region and account id reported in ARNs and to functions.
+    pub region: String,
+    pub account_id: String,
+    /// How long SIGTERM waits for in-flight invocations before stopping instances anyway.
+    pub shutdown_grace_secs: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Requests whose x-acs-date is further than this from the server clock are refused.
+    pub max_clock_skew_secs: u64,
+    /// Lifetime of GetFunctionCode download URLs.
+    pub code_url_ttl_secs: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Largest code zip accepted (decoded bytes).
+    pub max_code_zip_bytes: u64,
+    /// Largest total uncompressed size of a code zip (zip-bomb guard).
+    pub max_code_unzipped_bytes: u64,
+    /// Most entries in a code zip.
+    pub max_code_zip_entries: usize,
+    /// Largest synchronous invocation payload (FC: 32 MB).
+    pub max_sync_payload_bytes: usize,
+    /// Largest function response accepted from an instance.
+    pub max_response_bytes: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SchedulerConfig {
+    /// Most instances of one function at once; further concurrent calls wait for a slot.
+    pub max_instances_per_function: usize,
+    /// An instance idle this long is stopped (scale to zero).
+    pub idle_keep_alive_secs: u64,
+    /// How often the reaper looks for idle instances.
+    pub reap_interval_ms: u64,
+    /// How long a call waits for a free slot before it is throttled (429).
+    pub acquire_timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AgentConfig {
+    /// This node's id; containers are labelled with it, and orphans with it are removed at start.
+    pub node_id: String,
+    /// Docker endpoint: empty for the local default socket (or DOCKER_HOST).
+    pub docker_host: String,
+    /// Runtime family → image (families: python3, nodejs, custom.debian12).
+    pub images: BTreeMap<String, String>,
+    /// Max processes per instance.
+    pub pids_limit: i64,
+    /// Size of the writable /tmp of an instance, MB.
+    pub tmp_size_mb: u64,
+    /// Deadline for a new instance to accept connections on its port.
+    pub start_timeout_secs: u64,
+    /// Uid:gid instances run as (never root).
+    pub run_as: String,
+    /// Pull a custom-container image that is not present on the node. Off: such a function
+    /// fails to start with ImageNotFound (machines without a registry, tests).
+    pub pull_missing_images: bool,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:9000".parse().expect("valid literal"),
+            data_dir: PathBuf::from("./data"),
+            public_url: String::new(),
+            region: "cn-hangzhou".into(),
+            account_id: "1000000000000000".into(),
+            shutdown_grace_secs: 30,
+        }
+    }
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self { max_clock_skew_secs: 15 * 60, code_url_ttl_secs: 10 * 60 }
+    }
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_code_zip_bytes: 100 << 20,
+            max_code_unzipped_bytes: 500 << 20,
+            max_code_zip_entries: 50_000,
+            max_sync_payload_bytes: 32 << 20,
+            max_response_bytes: 32 << 20,
+        }
+    }
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        Self {
+            max_instances_per_function: 10,
+            idle_keep_alive_secs: 300,
+            reap_interval_ms: 1000,
+            acquire_timeout_secs: 30,
+        }
+    }
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        let images = [
+            ("python3", "nubis/runtime-python3:latest"),
+            ("nodejs", "nubis/runtime-nodejs:latest"),
+            ("custom.debian12", "nubis/runtime-custom-debian12:latest"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        Self {
+            node_id: "local".into(),
+            docker_host: String::new(),
+            images,
+            pids_limit: 512,
+            tmp_size_mb: 512,
+            start_timeout_secs: 30,
+            run_as: "10001:10001".into(),
+            pull_missing_images: true,
+        }
+    }
+}
+
+impl ServerConfig {
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_secs(self.shutdown_grace_secs)
+    }
+    pub fn db_path(&self) -> PathBuf {
+        self.data_dir.join("nubis.db")
+    }
+}
+
+impl AuthConfig {
+    pub fn max_clock_skew(&self) -> Duration {
+        Duration::from_secs(self.max_clock_skew_secs)
+    }
+    pub fn code_url_ttl(&self) -> Duration {
+        Duration::from_secs(self.code_url_ttl_secs)
+    }
+}
+
+impl SchedulerConfig {
+    pub fn idle_keep_alive(&self) -> Duration {
+        Duration::from_secs(self.idle_keep_alive_secs)
+    }
+    pub fn reap_interval(&self) -> Duration {
+        Duration::from_millis(self.reap_interval_ms)
+    }
+    pub fn acquire_timeout(&self) -> Duration {
+        Duration::from_secs(self.acquire_timeout_secs)
+    }
+}
+
+impl AgentConfig {
+    pub fn start_timeout(&self) -> Duration {
+        Duration::from_secs(self.start_timeout_secs)
+    }
+}
+
+impl Config {
+    /// Defaults, then the TOML file (if it exists; an explicit path must exist), then
+    /// `NUBIS_SECTION__KEY` env vars.
+    pub fn load(file: Option<&Path>) -> Result<Self, figment::Error> {
+        let mut fig = Figment::from(Serialized::defaults(Config::default()));
+        match file {
+            Some(path) => fig = fig.merge(Toml::file_exact(path)),
+            None => fig = fig.merge(Toml::file("config/nubis.toml")),
+        }
+        fig.merge(Env::prefixed("NUBIS_").split("__").filter(|k| k.as_str().contains("__")))
+            .extract()
+    }
+}

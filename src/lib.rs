@@ -1,0 +1,26 @@
+//! Nubis: a self-hosted Function Compute speaking the FC 3.0 REST API (2023-03-30).
+//!
+//! # Layout
+//! One crate, one binary (`nubis`), one module per role and one per outside seam:
+//!
+//! - [`api`]: the API controller: FC 3.0 REST routes, request signing, FC error bodies,
+//!   the sync invoke path, `/openapi.json`, `/health`.
+//! - [`scheduler`]: the resource manager: the instance table, slots, placement, idle reaping.
+//! - [`agent`]: the node agent: runs instances as Docker containers (bollard), captures logs,
+//!   proxies invocations into containers.
+//! - [`model`]: domain types, validated at the edge; no I/O.
+//! - [`store`]: all SQL (function metadata, access keys), SQLite by default.
+//! - [`codestore`]: code packages in object storage (object_store), zip checks and unpacking.
+//! - [`logstore`]: per-invocation log records.
+//! - [`config`], [`telemetry`], [`server`]: typed config, tracing, start-up and ordered shutdown.
+
+pub mod agent;
+pub mod api;
+pub mod codestore;
+pub mod config;
+pub mod logstore;
+pub mod model;
+pub mod scheduler;
+pub mod server;
+pub mod store;
+pub mod telemetry;

@@ -1,0 +1,131 @@
+//! Start-up and ordered shutdown of the all-in-one server: every role in one process.
+//!
+//! Start: data dir → metadata store (migrated) → keys → code store → log store → Docker node
+//! (orphans of an earlier run removed) → resource manager + reaper → listener.
+//! Stop (SIGTERM/SIGINT): stop accepting → drain in-flight requests (bounded by
+//! `server.shutdown_grace_secs`) → stop background tasks → stop every instance → close the DB.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::agent::codecache::CodeCache;
+use crate::agent::docker::{self, DockerNode};
+use crate::api::keys::{self, Keyring};
+use crate::api::{self, AppState, FunctionCache};
+use crate::codestore::{CodeStore, package};
+use crate::config::Config;
+use crate::logstore::LogStore;
+use crate::scheduler::{ResourceManager, spec::Platform};
+use crate::store::Store;
+
+pub struct Server {
+    listener: TcpListener,
+    state: AppState,
+    tracker: TaskTracker,
+    /// Stops background tasks (reaper, log writer).
+    cancel: CancellationToken,
+}
+
+/// Open the metadata store and keyring of a data directory (also used by `nubis admin`).
+pub async fn open_keys(cfg: &Config) -> anyhow::Result<(Store, Keyring)> {
+    let dir = &cfg.server.data_dir;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating data directory {}", dir.display()))?;
+    let store = Store::open_sqlite(&cfg.server.db_path()).await.context("opening the metadata store")?;
+    let master = keys::load_or_create_master_key(dir)?;
+    Ok((store.clone(), Keyring::new(store, master)))
+}
+
+impl Server {
+    pub async fn build(cfg: Config) -> anyhow::Result<Self> {
+        let cfg = Arc::new(cfg);
+        let dir = cfg.server.data_dir.clone();
+        let (store, keyring) = open_keys(&cfg).await?;
+        tracing::info!(data_dir = %dir.display(), "metadata store ready");
+        if keyring.count().await? == 0 {
+            let k = keyring.create("admin (created at first start)").await?;
+            // stdout, once: the only time the secret is shown.
+            println!(
+                "Nubis created the first admin access key. Keep the secret now; it is not shown again.\n  \
+                 AccessKeyId:     {}\n  AccessKeySecret: {}",
+                k.access_key_id, k.access_key_secret
+            );
+        }
+        let code = CodeStore::local(&dir.join("code"))?;
+        let tracker = TaskTracker::new();
+        let cancel = CancellationToken::new();
+        let logs = LogStore::open(dir.join("logs"), &tracker, cancel.child_token()).context("opening the log store")?;
+        let limits = package::Limits {
+            max_zip_bytes: cfg.limits.max_code_zip_bytes,
+            max_unzipped_bytes: cfg.limits.max_code_unzipped_bytes,
+            max_entries: cfg.limits.max_code_zip_entries,
+        };
+        let cache = CodeCache::new(dir.join("code-cache"), code.clone(), limits)?;
+        let docker = docker::connect(&cfg.agent).await.context("connecting to Docker")?;
+        let node = DockerNode::new(docker, cfg.agent.clone(), cache, logs, cfg.limits.max_response_bytes, tracker.clone());
+        let removed = crate::agent::Node::remove_orphans(&node).await.context("removing orphaned instances")?;
+        tracing::info!(node = %cfg.agent.node_id, removed, "node agent ready");
+        let platform = Platform {
+            region: cfg.server.region.clone(),
+            account_id: cfg.server.account_id.clone(),
+            images: cfg.agent.images.clone(),
+        };
+        let rm = ResourceManager::new(Arc::new(node), cfg.scheduler.clone(), platform, tracker.clone());
+        rm.spawn_reaper(cancel.child_token());
+        let listener = TcpListener::bind(cfg.server.listen).await.with_context(|| format!("binding {}", cfg.server.listen))?;
+        let code_url_key = keyring.derived_key("code-links");
+        let state = AppState {
+            cfg,
+            store,
+            code,
+            keys: Arc::new(keyring),
+            rm,
+            functions: Arc::new(FunctionCache::default()),
+            code_url_key,
+        };
+        Ok(Self { listener, state, tracker, cancel })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().expect("bound listener has an address")
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serve until `shutdown` completes, then stop in order.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let addr = self.local_addr();
+        let app = api::router(self.state.clone());
+        let stop_http = CancellationToken::new();
+        let serve = axum::serve(self.listener, app).with_graceful_shutdown(stop_http.clone().cancelled_owned());
+        let mut serve = tokio::spawn(serve.into_future());
+        tracing::info!(%addr, "listening");
+        tokio::select! {
+            r = &mut serve => { r??; }
+            _ = shutdown => {}
+        }
+        tracing::info!("shutting down: refusing new requests, draining in-flight ones");
+        stop_http.cancel();
+        let grace = self.state.cfg.server.shutdown_grace();
+        if tokio::time::timeout(grace, &mut serve).await.is_err() {
+            tracing::warn!(?grace, "grace period over; stopping instances with requests still in flight");
+            serve.abort();
+        }
+        self.cancel.cancel();
+        self.state.rm.stop_all().await;
+        self.tracker.close();
+        if tokio::time::timeout(std::time::Duration::from_secs(10), self.tracker.wait()).await.is_err() {
+            tracing::warn!("background tasks did not finish in 10 s");
+        }
+        self.state.store.close().await;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
