@@ -202,7 +202,7 @@ print(d["accessKeyId"], d["accessKeySecret"])' 2>/dev/null) || true
 
   port=$(free_port) || return 1
   echo "starting: $NUBIS server --listen 127.0.0.1:$port --data-dir $SDK_TMP/data (log $LOGS/sdk-server.log)"
-  "$NUBIS" server --listen "127.0.0.1:$port" --data-dir "$SDK_TMP/data" </dev/null >"$LOGS/sdk-server.log" 2>&1 &
+  "$NUBIS" server --listen "127.0.0.1:$port" --data-dir "$SDK_TMP/data" --node-id "sdk-e2e-$$" </dev/null >"$LOGS/sdk-server.log" 2>&1 &
   SERVER_PID=$!
 
   t0=$(date +%s); deadline=$(( t0 + HEALTH_WAIT ))

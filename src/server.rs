@@ -87,6 +87,7 @@ impl Server {
             rm,
             functions: Arc::new(FunctionCache::default()),
             code_url_key,
+            code_gc: Arc::default(),
         };
         Ok(Self { listener, state, tracker, cancel })
     }

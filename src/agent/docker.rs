@@ -38,6 +38,8 @@ struct Running {
     container_id: String,
     capture: Arc<LogCapture>,
     memory_mb: u32,
+    /// The function's x-fc-* headers, sent on every call into the instance.
+    base_headers: HeaderMap,
 }
 
 pub struct DockerNode {
@@ -378,7 +380,12 @@ impl Node for DockerNode {
         .await;
         match started {
             Ok(addr) => {
-                let running = Arc::new(Running { container_id: id, capture, memory_mb: spec.memory_mb });
+                let running = Arc::new(Running {
+                    container_id: id,
+                    capture,
+                    memory_mb: spec.memory_mb,
+                    base_headers: spec.base_headers,
+                });
                 self.running.lock().expect("running lock").insert(spec.instance_id.clone(), running);
                 Ok(InstanceInfo { instance_id: spec.instance_id, node_id: self.node_id.clone(), addr })
             }
@@ -393,7 +400,8 @@ impl Node for DockerNode {
         let running = self
             .get_running(&instance.instance_id)
             .ok_or_else(|| AgentError::Internal(format!("instance {} is not running here", instance.instance_id)))?;
-        let mut headers = req.headers;
+        let mut headers = running.base_headers.clone();
+        headers.extend(req.headers);
         headers.insert("x-fc-request-id", HeaderValue::from_str(&req.request_id).expect("ascii id"));
         headers.insert("x-fc-control-path", HeaderValue::from_static("/invoke"));
         headers.insert("content-type", HeaderValue::from_static("application/octet-stream"));

@@ -154,6 +154,7 @@ async fn collect_code(st: &AppState, checksum: &str) {
     if checksum.is_empty() {
         return;
     }
+    let _gc = st.code_gc.lock().await;
     match st.store.code_references(checksum).await {
         Ok(0) => {
             if let Err(e) = st.code.delete(checksum).await {
@@ -192,10 +193,13 @@ pub async fn create_function(State(st): State<AppState>, body: Bytes) -> Result<
         created_time: now.clone(),
         last_modified_time: now,
     };
+    let gc = st.code_gc.lock().await;
     if !checksum.is_empty() {
         st.code.put(&checksum, zip).await?;
     }
-    if let Err(e) = st.store.insert_function(&record).await {
+    let inserted = st.store.insert_function(&record).await;
+    drop(gc);
+    if let Err(e) = inserted {
         collect_code(&st, &checksum).await;
         return Err(match e {
             StoreError::AlreadyExists => already_exists(&record.name),
@@ -277,12 +281,15 @@ pub async fn update_function(
         None => None,
     };
     let mut new = FunctionRecord { config, revision: next_revision(Some(old.revision)), last_modified_time: crate::model::now_iso(), ..old.clone() };
+    let gc = st.code_gc.lock().await;
     if let Some((checksum, size, zip)) = code {
         st.code.put(&checksum, zip).await?;
         new.code_checksum = checksum;
         new.code_size = size;
     }
-    if let Err(e) = st.store.update_function(&new, old.revision).await {
+    let updated = st.store.update_function(&new, old.revision).await;
+    drop(gc);
+    if let Err(e) = updated {
         if new.code_checksum != old.code_checksum {
             collect_code(&st, &new.code_checksum).await;
         }

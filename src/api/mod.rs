@@ -47,6 +47,10 @@ pub struct AppState {
     pub functions: Arc<FunctionCache>,
     /// Signs code download links.
     pub code_url_key: [u8; 32],
+    /// Held from storing a code blob until its function row is written, and while an unused
+    /// blob is counted and deleted, so a delete cannot remove a blob a create is about to
+    /// reference. (One process; the cluster store will need this in the database.)
+    pub code_gc: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// Function records for the invoke path, so a warm call does no database round trip.
@@ -135,6 +139,26 @@ async fn request_id(req: Request, next: Next) -> Response {
 /// everything else at most a base64 code zip plus its JSON.
 async fn authenticate(State(state): State<AppState>, req: Request, next: Next) -> Result<Response, ApiError> {
     let (parts, body) = req.into_parts();
+    // Refuse unknown or missing keys before reading a (possibly large) body.
+    let header = parts.headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or("");
+    let secret = match auth::parse_authorization(header) {
+        Ok(h) => state.keys.secret(&h.access_key_id).await.map_err(|e| match e {
+            keys::KeyError::Store(e) => ApiError::from(e),
+            e => ApiError::internal(e),
+        })?,
+        Err(_) => None,
+    };
+    if secret.is_none() {
+        let rp = auth::RequestParts {
+            method: &parts.method,
+            raw_path: parts.uri.path(),
+            raw_query: parts.uri.query().unwrap_or(""),
+            headers: &parts.headers,
+            body_sha256_hex: auth::EMPTY_SHA256,
+        };
+        // Produces the right error (missing header, malformed, unknown key) without the body.
+        auth::verify(&rp, |_| None, chrono::Utc::now(), state.cfg.auth.max_clock_skew())?;
+    }
     let limits = &state.cfg.limits;
     let (limit, what) = if parts.uri.path().ends_with("/invocations") {
         (limits.max_sync_payload_bytes, "invocation payload")
@@ -151,15 +175,6 @@ async fn authenticate(State(state): State<AppState>, req: Request, next: Next) -
         if too_large { ApiError::too_large(what, limit) } else { ApiError::invalid(format!("reading request body: {e}")) }
     })?;
     let hash = auth::sha256_hex(&bytes);
-    let header = parts.headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or("");
-    // Look the key up first (async: the database on a cache miss); `verify` is synchronous.
-    let secret = match auth::parse_authorization(header) {
-        Ok(h) => state.keys.secret(&h.access_key_id).await.map_err(|e| match e {
-            keys::KeyError::Store(e) => ApiError::from(e),
-            e => ApiError::internal(e),
-        })?,
-        Err(_) => None,
-    };
     let rp = auth::RequestParts {
         method: &parts.method,
         raw_path: parts.uri.path(),

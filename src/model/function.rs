@@ -228,8 +228,15 @@ impl FunctionConfig {
     }
 
     fn from_map(map: Map<String, Value>) -> Result<Self, ValidationError> {
-        let input: FunctionInput = serde_json::from_value(Value::Object(map))
-            .map_err(|e| ValidationError::new("body", e.to_string()))?;
+        let input: FunctionInput = serde_json::from_value(Value::Object(map.clone())).map_err(|e| {
+            // serde cannot name the field through `flatten`; every field is optional, so the
+            // culprit is the one key that fails on its own (error path only).
+            let field = map
+                .iter()
+                .find(|(k, v)| serde_json::from_value::<FunctionInput>(serde_json::json!({ k.as_str(): v })).is_err())
+                .map_or("body", |(k, _)| k.as_str());
+            ValidationError::new(field, e.to_string())
+        })?;
         input.validate()
     }
 
@@ -486,7 +493,7 @@ mod tests {
             (json!({"runtime": "python3", "handler": "a.b", "memorySize": 100}), "memorySize"),
             (json!({"runtime": "python3", "handler": "a.b", "memorySize": 200}), "memorySize"),
             (json!({"runtime": "python3", "handler": "a.b", "memorySize": 65536}), "memorySize"),
-            (json!({"runtime": "python3", "handler": "a.b", "memorySize": "big"}), "body"),
+            (json!({"runtime": "python3", "handler": "a.b", "memorySize": "big"}), "memorySize"),
             (json!({"runtime": "python3", "handler": "a.b", "cpu": 0.07}), "cpu"),
             (json!({"runtime": "python3", "handler": "a.b", "cpu": 17}), "cpu"),
             (json!({"runtime": "python3", "handler": "a.b", "diskSize": 1024}), "diskSize"),
@@ -500,7 +507,7 @@ mod tests {
             (json!({"runtime": "custom-container", "handler": "x", "customContainerConfig": {"image": ""}}), "customContainerConfig.image"),
             (json!({"runtime": "python3", "handler": "a.b", "customContainerConfig": {"image": "x"}}), "customContainerConfig"),
             (json!({"runtime": "custom.debian12", "handler": "x", "customRuntimeConfig": {"port": 0}}), "customRuntimeConfig.port"),
-            (json!({"runtime": "custom.debian12", "handler": "x", "customRuntimeConfig": {"port": 70000}}), "body"),
+            (json!({"runtime": "custom.debian12", "handler": "x", "customRuntimeConfig": {"port": 70000}}), "customRuntimeConfig"),
             (json!({"runtime": "custom.debian12", "handler": "x", "customRuntimeConfig": {"healthCheckConfig": {"httpGetUrl": "nope"}}}), "healthCheckConfig"),
         ];
         for (body, field) in cases {

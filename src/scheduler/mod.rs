@@ -403,7 +403,8 @@ impl ResourceManager {
 }
 
 /// Memory and CPUs this node offers to instances: 90 % of RAM (the rest for the OS and
-/// Nubis), all CPUs (CPU is shared by quota, not reserved).
+/// Nubis), and 4 vCPU per core: CPU is a quota that idle instances do not use, so it is
+/// overcommitted, while memory is a hard limit and is not.
 fn host_capacity() -> (u64, f64) {
     let mem_kb = std::fs::read_to_string("/proc/meminfo")
         .ok()

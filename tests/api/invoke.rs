@@ -121,7 +121,7 @@ class H(BaseHTTPRequestHandler):
     def do_POST(self):
         body = self.rfile.read(int(self.headers.get('content-length', 0)))
         print('custom server saw', self.headers['x-fc-request-id'], flush=True)
-        out = b'custom:' + body + b':' + os.environ['FC_FUNCTION_NAME'].encode()
+        out = b'custom:' + body + b':' + os.environ['FC_FUNCTION_NAME'].encode() + b':' + self.headers['x-fc-function-name'].encode()
         self.send_response(200)
         self.send_header('content-length', str(len(out)))
         self.end_headers()
@@ -136,7 +136,7 @@ HTTPServer(('0.0.0.0', int(os.environ['FC_SERVER_PORT'])), H).serve_forever()
     assert_eq!(app.create_function(body).await.status, 200);
     let r = app.invoke("custom-fn", b"ping", &[("x-fc-log-type", "Tail")]).await;
     assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(r.text(), "custom:ping:custom-fn");
+    assert_eq!(r.text(), "custom:ping:custom-fn:custom-fn", "env and x-fc-* headers reach the server");
     let rid = r.header("x-fc-request-id").unwrap();
     let logs = log_tail(&r);
     assert!(logs.contains(&format!("FC Invoke Start RequestId: {rid}")), "agent frames custom logs: {logs}");
