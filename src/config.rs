@@ -21,6 +21,7 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub scheduler: SchedulerConfig,
     pub agent: AgentConfig,
+    pub dispatcher: DispatcherConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -62,6 +63,8 @@ pub struct LimitsConfig {
     pub max_sync_payload_bytes: usize,
     /// Largest function response accepted from an instance.
     pub max_response_bytes: usize,
+    /// Largest asynchronous invocation payload (FC: 128 KB for API events).
+    pub max_async_payload_bytes: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -99,6 +102,58 @@ pub struct AgentConfig {
     pub pull_missing_images: bool,
 }
 
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DispatcherConfig {
+    /// Run the async dispatcher in this process.
+    pub enabled: bool,
+    /// Queue backend: `embedded` (a durable queue in the metadata database).
+    pub queue: String,
+    /// Most async invocations in flight at once (all functions).
+    pub max_in_flight: usize,
+    /// How long an empty queue is left alone before it is asked again.
+    pub poll_interval_ms: u64,
+    /// Lease on a received message before its function is known; extended to the function's
+    /// timeout once it is. A dispatcher that dies loses its leases and the messages return.
+    pub lease_secs: u64,
+    /// First retry delay; doubles per attempt (with jitter) up to `retry_max_ms`.
+    pub retry_base_ms: u64,
+    pub retry_max_ms: u64,
+    /// Deadline of one delivery attempt to an HTTP destination.
+    pub destination_timeout_secs: u64,
+}
+
+impl Default for DispatcherConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            queue: "embedded".into(),
+            max_in_flight: 64,
+            poll_interval_ms: 50,
+            lease_secs: 30,
+            retry_base_ms: 1000,
+            retry_max_ms: 60_000,
+            destination_timeout_secs: 10,
+        }
+    }
+}
+
+impl DispatcherConfig {
+    pub fn poll_interval(&self) -> Duration {
+        Duration::from_millis(self.poll_interval_ms)
+    }
+    pub fn lease(&self) -> Duration {
+        Duration::from_secs(self.lease_secs)
+    }
+    /// Delay before retry number `attempt` (1-based): exponential and capped, then a random
+    /// point in its upper half, so a burst of failures does not come back as a burst.
+    pub fn retry_delay(&self, attempt: u32) -> Duration {
+        let exp = self.retry_base_ms.saturating_mul(1u64 << attempt.saturating_sub(1).min(20));
+        let cap = exp.min(self.retry_max_ms).max(1);
+        Duration::from_millis(cap / 2 + rand::random_range(0..=cap / 2))
+    }
+}
+
 impl Default for ServerConfig {
     fn default() -> Self {
         Self {
@@ -126,6 +181,7 @@ impl Default for LimitsConfig {
             max_code_zip_entries: 50_000,
             max_sync_payload_bytes: 32 << 20,
             max_response_bytes: 32 << 20,
+            max_async_payload_bytes: 128 << 10,
         }
     }
 }

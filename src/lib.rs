@@ -6,10 +6,13 @@
 //! - [`api`]: the API controller: FC 3.0 REST routes, request signing, FC error bodies,
 //!   the sync invoke path, `/openapi.json`, `/health`.
 //! - [`scheduler`]: the resource manager: the instance table, slots, placement, idle reaping.
+//! - [`dispatcher`]: consumes async invocations from the queue: retries, expiry,
+//!   destinations, task records. [`invoker`]: the one invoke path both share.
 //! - [`agent`]: the node agent: runs instances as Docker containers (bollard), captures logs,
 //!   proxies invocations into containers.
 //! - [`model`]: domain types, validated at the edge; no I/O.
 //! - [`store`]: all SQL (function metadata, access keys), SQLite by default.
+//! - [`queue`]: the async invocation queue seam ([`queue::Queue`]); embedded in SQLite for now.
 //! - [`codestore`]: code packages in object storage (object_store), zip checks and unpacking.
 //! - [`logstore`]: per-invocation log records.
 //! - [`config`], [`telemetry`], [`server`]: typed config, tracing, start-up and ordered shutdown.
@@ -18,8 +21,11 @@ pub mod agent;
 pub mod api;
 pub mod codestore;
 pub mod config;
+pub mod dispatcher;
+pub mod invoker;
 pub mod logstore;
 pub mod model;
+pub mod queue;
 pub mod scheduler;
 pub mod server;
 pub mod store;

@@ -1,9 +1,11 @@
 //! Start-up and ordered shutdown of the all-in-one server: every role in one process.
 //!
 //! Start: data dir → metadata store (migrated) → keys → code store → log store → Docker node
-//! (orphans of an earlier run removed) → resource manager + reaper → listener.
+//! (orphans of an earlier run removed) → resource manager + reaper → async queue + dispatcher
+//! → listener.
 //! Stop (SIGTERM/SIGINT): stop accepting → drain in-flight requests (bounded by
-//! `server.shutdown_grace_secs`) → stop background tasks → stop every instance → close the DB.
+//! `server.shutdown_grace_secs`) → stop the dispatcher (unfinished messages back to the queue)
+//! → stop background tasks → stop every instance → close the DB.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -20,6 +22,8 @@ use crate::api::keys::{self, Keyring};
 use crate::api::{self, AppState, FunctionCache};
 use crate::codestore::{CodeStore, package};
 use crate::config::Config;
+use crate::dispatcher::Dispatcher;
+use crate::queue::{Queue, embedded::EmbeddedQueue};
 use crate::logstore::LogStore;
 use crate::scheduler::{ResourceManager, spec::Platform};
 use crate::store::Store;
@@ -30,6 +34,9 @@ pub struct Server {
     tracker: TaskTracker,
     /// Stops background tasks (reaper, log writer).
     cancel: CancellationToken,
+    /// The dispatcher and its in-flight messages: stopped before the instances they use.
+    dispatch: TaskTracker,
+    stop_dispatch: CancellationToken,
 }
 
 /// Open the metadata store and keyring of a data directory (also used by `nubis admin`).
@@ -77,6 +84,24 @@ impl Server {
         };
         let rm = ResourceManager::new(Arc::new(node), cfg.scheduler.clone(), platform, tracker.clone());
         rm.spawn_reaper(cancel.child_token());
+        let queue: Arc<dyn Queue> = match cfg.dispatcher.queue.as_str() {
+            "embedded" => Arc::new(EmbeddedQueue::new(&store)),
+            other => anyhow::bail!("dispatcher.queue = '{other}' is not a known queue backend (embedded)"),
+        };
+        let (dispatch, stop_dispatch) = (TaskTracker::new(), CancellationToken::new());
+        if cfg.dispatcher.enabled {
+            let d = Dispatcher::new(
+                store.clone(),
+                queue.clone(),
+                rm.clone(),
+                cfg.dispatcher.clone(),
+                cfg.server.region.clone(),
+                cfg.server.account_id.clone(),
+                cfg.scheduler.max_instances_per_function,
+            );
+            d.spawn(&dispatch, stop_dispatch.clone());
+            tracing::info!(queue = %cfg.dispatcher.queue, "async dispatcher running");
+        }
         let listener = TcpListener::bind(cfg.server.listen).await.with_context(|| format!("binding {}", cfg.server.listen))?;
         let code_url_key = keyring.derived_key("code-links");
         let state = AppState {
@@ -85,11 +110,12 @@ impl Server {
             code,
             keys: Arc::new(keyring),
             rm,
+            queue,
             functions: Arc::new(FunctionCache::default()),
             code_url_key,
             code_gc: Arc::default(),
         };
-        Ok(Self { listener, state, tracker, cancel })
+        Ok(Self { listener, state, tracker, cancel, dispatch, stop_dispatch })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -118,6 +144,12 @@ impl Server {
         if tokio::time::timeout(grace, &mut serve).await.is_err() {
             tracing::warn!(?grace, "grace period over; stopping instances with requests still in flight");
             serve.abort();
+        }
+        // Unfinished async messages go back to the queue (at least once: they run again later).
+        self.stop_dispatch.cancel();
+        self.dispatch.close();
+        if tokio::time::timeout(grace, self.dispatch.wait()).await.is_err() {
+            tracing::warn!("async dispatches still running after the grace period; their leases will return them");
         }
         self.cancel.cancel();
         self.state.rm.stop_all().await;

@@ -1,10 +1,12 @@
 //! Per-instance log capture: splits an instance's stdout/stderr into per-invocation records.
 //!
 //! Built-in runtimes print `FC Invoke Start RequestId: X` / `FC Invoke End RequestId: X`
-//! around each invocation, so lines between the two belong to X (exact, even when the lines
-//! arrive after the HTTP response). Custom servers print no markers: the agent opens the record
-//! itself when it sends the request and closes it once the response is in and the log stream
-//! has gone quiet for a moment; a line arriving later still goes to the store under the last
+//! around each invocation, so lines from Start on belong to X, even when they arrive after the
+//! HTTP response. stdout and stderr are separate pipes, so a traceback on stderr can reach us
+//! after `End` on stdout: a record therefore stays open after its End until the streams have
+//! been quiet for a moment (or the next Start). Custom servers print no markers: the agent opens
+//! the record itself when it sends the request and closes it once the response is in and the
+//! streams have gone quiet; a line arriving later still goes to the store under the last
 //! request id, but not into that call's `Tail`.
 //!
 //! Caps: a line longer than [`MAX_LINE`] is cut, and an invocation keeps at most
@@ -22,9 +24,11 @@ pub const MAX_LINE: usize = 16 * 1024;
 pub const MAX_RECORD: usize = 1 << 20;
 const START: &str = "FC Invoke Start RequestId: ";
 const END: &str = "FC Invoke End RequestId: ";
-/// How long a marker-less record stays open after the response for trailing lines.
+/// Quiet time after which a finished record takes no more trailing lines.
 const QUIET: Duration = Duration::from_millis(30);
-const QUIET_MAX: Duration = Duration::from_millis(300);
+/// Most time spent waiting for a record to finish (its End marker, then quiet streams).
+const WAIT_MARKED: Duration = Duration::from_secs(2);
+const WAIT_UNMARKED: Duration = Duration::from_millis(300);
 
 pub struct LogCapture {
     function_name: String,
@@ -47,6 +51,8 @@ struct Record {
     request_id: String,
     text: String,
     truncated: bool,
+    /// Its End marker has been read (built-in runtimes).
+    ended: bool,
 }
 
 impl Record {
@@ -98,20 +104,21 @@ impl LogCapture {
         if self.markers {
             if let Some(id) = line.strip_prefix(START) {
                 self.close(&mut st);
-                st.open = Some(Record { request_id: id.trim().to_string(), text: String::new(), truncated: false });
+                st.open = Some(Record { request_id: id.trim().to_string(), text: String::new(), truncated: false, ended: false });
             }
         }
         let request_id = st.open.as_ref().map(|r| r.request_id.clone()).or_else(|| st.last.clone()).unwrap_or_default();
         if let Some(rec) = st.open.as_mut() {
             rec.push(&line);
         }
-        let ends = self.markers && line.strip_prefix(END).is_some_and(|id| st.open.as_ref().is_some_and(|r| r.request_id == id.trim()));
+        if self.markers
+            && let Some(id) = line.strip_prefix(END)
+            && let Some(rec) = st.open.as_mut().filter(|r| r.request_id == id.trim())
+        {
+            rec.ended = true;
+        }
         drop(st);
         self.emit(&request_id, stream, line);
-        if ends {
-            let mut st = self.state.lock().expect("capture lock");
-            self.close(&mut st);
-        }
     }
 
     fn close(&self, st: &mut State) {
@@ -134,7 +141,7 @@ impl LogCapture {
         if !self.markers {
             self.close(&mut st);
             let start = format!("{START}{request_id}");
-            let mut rec = Record { request_id: request_id.to_string(), text: String::new(), truncated: false };
+            let mut rec = Record { request_id: request_id.to_string(), text: String::new(), truncated: false, ended: false };
             rec.push(&start);
             st.open = Some(rec);
             drop(st);
@@ -145,37 +152,38 @@ impl LogCapture {
 
     /// Called when the response is in. Returns the record's text if it was asked for.
     pub async fn end(&self, request_id: &str, rx: Option<oneshot::Receiver<String>>) -> Option<String> {
-        if !self.markers {
-            if rx.is_some() {
-                // Let lines the server wrote just before answering come through the log stream.
-                let deadline = Instant::now() + QUIET_MAX;
-                loop {
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                    let last = self.state.lock().expect("capture lock").last_line_at;
-                    let quiet = last.is_none_or(|t| t.elapsed() >= QUIET);
-                    if quiet || Instant::now() >= deadline {
-                        break;
-                    }
+        if rx.is_some() {
+            let deadline = Instant::now() + if self.markers { WAIT_MARKED } else { WAIT_UNMARKED };
+            loop {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                let (ended, quiet) = {
+                    let st = self.state.lock().expect("capture lock");
+                    let ended = !self.markers || st.open.as_ref().is_none_or(|r| r.request_id != request_id || r.ended);
+                    (ended, st.last_line_at.is_none_or(|t| t.elapsed() >= QUIET))
+                };
+                if (ended && quiet) || Instant::now() >= deadline {
+                    break;
                 }
             }
-            let end = format!("{END}{request_id}");
+        }
+        {
             let mut st = self.state.lock().expect("capture lock");
-            if let Some(rec) = st.open.as_mut().filter(|r| r.request_id == request_id) {
-                rec.push(&end);
-            }
-            self.close(&mut st);
-            drop(st);
-            self.emit(request_id, "stdout", end);
-        }
-        let rx = rx?;
-        // Built-in runtimes print End before answering, so the line is already on its way.
-        match tokio::time::timeout(Duration::from_secs(2), rx).await {
-            Ok(Ok(text)) => Some(text),
-            _ => {
-                self.state.lock().expect("capture lock").waiters.remove(request_id);
-                None
+            let ours = st.open.as_ref().is_some_and(|r| r.request_id == request_id);
+            if !self.markers {
+                let end = format!("{END}{request_id}");
+                if let Some(rec) = st.open.as_mut().filter(|_| ours) {
+                    rec.push(&end);
+                }
+                self.emit(request_id, "stdout", end);
+                if ours {
+                    self.close(&mut st);
+                }
+            } else if ours && rx.is_some() {
+                self.close(&mut st);
             }
         }
+        // close() has sent the text by now, or the record was closed earlier (next Start).
+        rx?.await.ok()
     }
 
     /// The request failed before an answer (timeout, crash): close it with what was captured.

@@ -96,9 +96,10 @@ fn query<T>(q: Result<Query<T>, axum::extract::rejection::QueryRejection>) -> Re
     q.map(|Query(v)| v).map_err(|e| ApiError::invalid(e.body_text()))
 }
 
-fn check_qualifier(q: Option<&str>, name: &str) -> Result<(), ApiError> {
+/// Until versions exist every qualifier but LATEST names nothing.
+pub fn qualifier_or_latest(q: Option<&str>, name: &str) -> Result<&'static str, ApiError> {
     match q {
-        None | Some("") | Some("LATEST") => Ok(()),
+        None | Some("") | Some("LATEST") => Ok("LATEST"),
         Some(other) => Err(ApiError::new(
             axum::http::StatusCode::NOT_FOUND,
             "VersionNotFound",
@@ -228,7 +229,7 @@ pub async fn get_function(
 ) -> Result<Json<Function>, ApiError> {
     let q = query(q)?;
     let f = load(&st, &name).await?;
-    check_qualifier(q.qualifier.as_deref(), &name)?;
+    qualifier_or_latest(q.qualifier.as_deref(), &name)?;
     Ok(Json(api(&st, &f)))
 }
 
@@ -314,6 +315,10 @@ pub async fn delete_function(State(st): State<AppState>, Path(name): Path<String
     }
     st.functions.invalidate(&name);
     st.rm.retire(&name);
+    // Queued events of the function end Invalid when the dispatcher meets them.
+    if let Err(e) = st.store.delete_async_state_of_function(&name).await {
+        tracing::warn!(function = %name, "removing async tasks and configs: {e:#}");
+    }
     collect_code(&st, &f.code_checksum).await;
     tracing::info!(function = %name, "function deleted");
     Ok(no_content())
@@ -337,7 +342,7 @@ pub async fn get_function_code(
 ) -> Result<Json<OutputFuncCode>, ApiError> {
     let q = query(q)?;
     let f = load(&st, &name).await?;
-    check_qualifier(q.qualifier.as_deref(), &name)?;
+    qualifier_or_latest(q.qualifier.as_deref(), &name)?;
     if f.code_checksum.is_empty() {
         return Err(ApiError::new(
             axum::http::StatusCode::NOT_FOUND,

@@ -1,13 +1,11 @@
-//! InvokeFunction, synchronous path: cached function record → a slot from the resource
-//! manager (warm, or a cold start) → the node forwards the event into the instance → the
-//! answer goes back with FC's headers. No database round trip when the function is cached and
-//! an instance is warm.
+//! InvokeFunction. Sync: cached function record → [`invoker::invoke`] (a slot from the
+//! resource manager, warm or cold; the node forwards the event into the instance) → the answer
+//! goes back with FC's headers. No database round trip when the function is cached and an
+//! instance is warm. Async: handed to [`super::async_invoke::accept`] (202).
 //!
 //! Function failures (an exception, a timeout, running out of memory, a crash, a failed
 //! initializer) are answered 200 with `x-fc-error-type`, as FC does, so SDK callers read them as
 //! results, not exceptions. Platform failures are FC error bodies with 4xx/5xx.
-
-use std::time::Instant;
 
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
@@ -19,9 +17,10 @@ use utoipa::IntoParams;
 
 use super::AppState;
 use super::error::{ApiError, ErrorBody, current_request_id};
-use super::functions::cached;
-use crate::agent::{AgentError, InvokeRequest, InvokeResponse};
+use super::functions::{cached, qualifier_or_latest};
 use crate::agent::logs::tail;
+use crate::agent::{AgentError, InvokeResponse};
+use crate::invoker::{self, InvokeFailure};
 use crate::scheduler::AcquireError;
 
 /// FC's `x-fc-log-result` carries at most the last 4 KB of the invocation's log.
@@ -65,32 +64,33 @@ fn from_instance(r: InvokeResponse, error_type: &'static str) -> Response {
     resp
 }
 
-/// Map what went wrong in the instance; says whether the instance must be thrown away.
-fn failed(e: AgentError) -> (Response, bool) {
+/// Map what went wrong in the instance (which the invoker has already discarded).
+fn failed(e: AgentError) -> Response {
     match e {
-        AgentError::Timeout(secs) => (
-            function_error("UnhandledInvocationError", format!("Function timed out after {secs} seconds"), "FunctionTimeout"),
-            true,
-        ),
-        e @ AgentError::OutOfMemory(_) => (function_error("UnhandledInvocationError", e.to_string(), "FunctionOutOfMemory"), true),
-        e @ AgentError::Crashed(_) => (function_error("UnhandledInvocationError", e.to_string(), "ProcessExited"), true),
-        AgentError::BadResponse(m) => {
-            (ApiError::new(StatusCode::BAD_GATEWAY, "BadResponse", format!("the function returned an invalid response: {m}")).into_response(), true)
+        AgentError::Timeout(secs) => {
+            function_error("UnhandledInvocationError", format!("Function timed out after {secs} seconds"), "FunctionTimeout")
         }
-        AgentError::Unavailable(m) => (ApiError::unavailable("container runtime", m).into_response(), true),
-        e => (ApiError::internal(e).into_response(), true),
+        e @ AgentError::OutOfMemory(_) => function_error("UnhandledInvocationError", e.to_string(), "FunctionOutOfMemory"),
+        e @ AgentError::Crashed(_) => function_error("UnhandledInvocationError", e.to_string(), "ProcessExited"),
+        AgentError::BadResponse(m) => {
+            ApiError::new(StatusCode::BAD_GATEWAY, "BadResponse", format!("the function returned an invalid response: {m}")).into_response()
+        }
+        AgentError::Unavailable(m) => ApiError::unavailable("container runtime", m).into_response(),
+        e => ApiError::internal(e).into_response(),
     }
 }
 
 #[utoipa::path(post, path = "/2023-03-30/functions/{functionName}/invocations", tag = "invocations",
     params(("functionName" = String, Path), InvokeParams,
-        ("x-fc-invocation-type" = Option<String>, Header, description = "Sync (default)"),
-        ("x-fc-log-type" = Option<String>, Header, description = "None (default) or Tail")),
+        ("x-fc-invocation-type" = Option<String>, Header, description = "Sync (default) or Async"),
+        ("x-fc-log-type" = Option<String>, Header, description = "None (default) or Tail"),
+        ("x-fc-async-task-id" = Option<String>, Header, description = "Async: the task id (generated if absent)")),
     request_body(content = Vec<u8>, content_type = "application/octet-stream"),
     responses(
         (status = 200, description = "The function's result; with x-fc-error-type when the function failed"),
-        (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 412, body = ErrorBody),
-        (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)))]
+        (status = 202, description = "Async: accepted; x-fc-async-task-id names the task"),
+        (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
+        (status = 412, body = ErrorBody), (status = 429, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn invoke_function(
     State(st): State<AppState>,
     Path(name): Path<String>,
@@ -104,60 +104,28 @@ pub async fn invoke_function(
         Some("Tail") => LogType::Tail,
         Some(other) => return Err(ApiError::invalid(format!("x-fc-log-type must be None or Tail, got '{other}'"))),
     };
-    match header(&headers, "x-fc-invocation-type") {
-        None | Some("Sync") | Some("") => {}
-        Some("Async") => {
-            return Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "InvalidArgument",
-                "asynchronous invocation is not available on this server yet",
-            ));
-        }
+    let is_async = match header(&headers, "x-fc-invocation-type") {
+        None | Some("Sync") | Some("") => false,
+        Some("Async") => true,
         Some(other) => return Err(ApiError::invalid(format!("x-fc-invocation-type must be Sync or Async, got '{other}'"))),
-    }
+    };
     let f = cached(&st, &name).await?;
-    if let Some(qual) = q.qualifier.as_deref().filter(|q| !q.is_empty() && *q != "LATEST") {
-        return Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "VersionNotFound",
-            format!("version or alias '{qual}' of function '{name}' does not exist"),
-        ));
+    let qualifier = qualifier_or_latest(q.qualifier.as_deref(), &name)?;
+    if is_async {
+        return super::async_invoke::accept(&st, &name, qualifier, &headers, body).await;
     }
-    let started = Instant::now();
-    let slot = match st.rm.acquire(&f).await {
-        Ok(s) => s,
-        Err(AcquireError::Start(AgentError::Initialization(r))) => return Ok(finish(from_instance(r, "InitializationError"), &f.code_checksum, None, started)),
-        Err(AcquireError::Start(e @ (AgentError::Timeout(_) | AgentError::OutOfMemory(_) | AgentError::Crashed(_)))) => {
-            let resp = function_error("InitializationError", format!("initializer failed: {e}"), "InitializationError");
-            return Ok(finish(resp, &f.code_checksum, None, started));
-        }
-        Err(e) => return Err(e.into()),
-    };
     let request_id = current_request_id();
-    let req = InvokeRequest {
-        request_id: request_id.clone(),
-        body,
-        headers: slot_headers(&headers),
-        timeout: std::time::Duration::from_secs(f.config.timeout.into()),
-        want_logs: matches!(log_type, LogType::Tail),
-    };
-    let instance_id = slot.instance().instance_id.clone();
-    let outcome = st.rm.node().invoke(slot.instance(), req).await;
-    let resp = match outcome {
-        Ok(r) => {
-            drop(slot);
-            from_instance(r, "UnhandledInvocationError")
+    let inv = invoker::invoke(&st.rm, &f, &request_id, body, slot_headers(&headers), matches!(log_type, LogType::Tail)).await;
+    let resp = match inv.result {
+        Ok(r) => from_instance(r, "UnhandledInvocationError"),
+        Err(InvokeFailure::Acquire(AcquireError::Start(AgentError::Initialization(r)))) => from_instance(r, "InitializationError"),
+        Err(InvokeFailure::Acquire(AcquireError::Start(e @ (AgentError::Timeout(_) | AgentError::OutOfMemory(_) | AgentError::Crashed(_))))) => {
+            function_error("InitializationError", format!("initializer failed: {e}"), "InitializationError")
         }
-        Err(e) => {
-            tracing::info!(function = %name, instance = %instance_id, "invocation failed: {e}");
-            let (resp, discard) = failed(e);
-            if discard {
-                slot.discard();
-            }
-            resp
-        }
+        Err(InvokeFailure::Acquire(e)) => return Err(e.into()),
+        Err(InvokeFailure::Agent(e)) => failed(e),
     };
-    Ok(finish(resp, &f.code_checksum, Some(&instance_id), started))
+    Ok(finish(resp, &f.code_checksum, inv.instance_id.as_deref(), inv.duration))
 }
 
 /// Headers from the caller that the instance may see (FC passes none of the signing ones).
@@ -171,7 +139,7 @@ fn slot_headers(h: &HeaderMap) -> HeaderMap {
     out
 }
 
-fn finish(mut resp: Response, checksum: &str, instance: Option<&str>, started: Instant) -> Response {
+fn finish(mut resp: Response, checksum: &str, instance: Option<&str>, took: std::time::Duration) -> Response {
     let h = resp.headers_mut();
     if let Ok(v) = HeaderValue::from_str(checksum) {
         h.insert("x-fc-code-checksum", v);
@@ -180,6 +148,6 @@ fn finish(mut resp: Response, checksum: &str, instance: Option<&str>, started: I
         h.insert("x-fc-instance-id", i);
     }
     h.insert("x-fc-invocation-service-version", HeaderValue::from_static("LATEST"));
-    h.insert("x-fc-invocation-duration", HeaderValue::from(started.elapsed().as_millis() as u64));
+    h.insert("x-fc-invocation-duration", HeaderValue::from(took.as_millis() as u64));
     resp
 }

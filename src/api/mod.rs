@@ -5,6 +5,7 @@
 //! body its `RequestId`) → signature check (FC routes only) → handler. The OpenAPI document
 //! is built from the same route table (utoipa-axum), so it cannot drift from what is served.
 
+pub mod async_invoke;
 pub mod auth;
 pub mod code;
 pub mod error;
@@ -30,6 +31,7 @@ use utoipa_axum::routes;
 use crate::codestore::CodeStore;
 use crate::config::Config;
 use crate::model::FunctionRecord;
+use crate::queue::Queue;
 use crate::scheduler::ResourceManager;
 use crate::store::Store;
 pub use error::ApiError;
@@ -44,6 +46,7 @@ pub struct AppState {
     pub code: CodeStore,
     pub keys: Arc<Keyring>,
     pub rm: ResourceManager,
+    pub queue: Arc<dyn Queue>,
     pub functions: Arc<FunctionCache>,
     /// Signs code download links.
     pub code_url_key: [u8; 32],
@@ -91,6 +94,15 @@ fn fc_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(functions::get_function, functions::update_function, functions::delete_function))
         .routes(routes!(functions::get_function_code))
         .routes(routes!(invoke::invoke_function))
+        .routes(routes!(
+            async_invoke::put_async_invoke_config,
+            async_invoke::get_async_invoke_config,
+            async_invoke::delete_async_invoke_config
+        ))
+        .routes(routes!(async_invoke::list_async_invoke_configs))
+        .routes(routes!(async_invoke::list_async_tasks))
+        .routes(routes!(async_invoke::get_async_task))
+        .routes(routes!(async_invoke::stop_async_task))
         .split_for_parts()
 }
 

@@ -1,5 +1,6 @@
 //! Domain types, validated at the edge. No I/O here.
 
+pub mod async_task;
 pub mod function;
 pub mod runtime;
 

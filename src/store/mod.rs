@@ -1,10 +1,13 @@
 //! All SQL lives here.
 //!
-//! What is persisted: function metadata (config, code checksum, revision) and sealed access keys.
+//! What is persisted: function metadata (config, code checksum, revision) and sealed access keys;
+//! async invoke configs and task records (`async_tasks`); the embedded queue's messages
+//! (`crate::queue::embedded`, same database).
 //! What is not: instances, slots, log capture state; they are rebuilt from the agents at start
 //! (and, on one node, simply started afresh after orphans are removed).
 //!
-//! The SQL is kept portable (no SQLite-only functions) so PostgreSQL/MySQL backends can reuse it.
+//! The SQL is kept portable (no SQLite-only functions) so PostgreSQL/MySQL backends can reuse it;
+//! the one exception, SQLite JSON functions in `Store::transition_task`, is marked there.
 
 use std::path::Path;
 use std::str::FromStr;
@@ -14,6 +17,9 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Row, SqlitePool};
 
 use crate::model::{FunctionConfig, FunctionName, FunctionRecord, Tag};
+
+mod async_tasks;
+pub use async_tasks::{TaskChange, TaskQuery};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -171,6 +177,11 @@ impl Store {
     pub async fn count_access_keys(&self) -> Result<i64, StoreError> {
         let row = sqlx::query("SELECT COUNT(*) FROM access_keys").fetch_one(&self.pool).await?;
         Ok(row.try_get(0)?)
+    }
+
+    /// The SQLite pool, for the embedded queue that shares this database.
+    pub(crate) fn pool(&self) -> &SqlitePool {
+        &self.pool
     }
 
     pub async fn close(&self) {

@@ -3,6 +3,7 @@
 
 mod helpers;
 
+mod async_tasks;
 mod auth;
 mod functions;
 mod invoke;

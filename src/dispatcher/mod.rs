@@ -1,0 +1,448 @@
+//! Async dispatcher: consumes async invocations from the queue and runs them through the same
+//! invoke path as sync calls ([`crate::invoker`]), with retries, event expiry, destinations
+//! and a task record of every step.
+//!
+//! Delivery guarantee (at least once): an event is accepted (202) only after its message is
+//! durably queued and its task row written. A message is acked only after the task's final
+//! state is recorded (and its destination delivered). A dispatcher that dies, or a lease that
+//! runs out, returns the message to the queue; the next delivery records a `re-delivered`
+//! event on the task, so every duplicate execution is visible in its history.
+
+pub mod destinations;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use base64::Engine;
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::DispatcherConfig;
+use crate::invoker::{self, InvokeFailure};
+use crate::model::async_task::{AsyncConfig, AsyncTask, TaskStatus};
+use crate::model::FunctionRecord;
+use crate::queue::{Delivery, Queue, QueueError, QueueMessage};
+use crate::scheduler::ResourceManager;
+use crate::store::{Store, StoreError, TaskChange};
+
+/// Largest function result kept on a task (`returnPayload`).
+const MAX_RETURN_PAYLOAD: usize = 128 << 10;
+/// A message whose task row is missing this long after it was queued was orphaned by a crash
+/// between queueing and recording; the dispatcher records the task itself.
+const ORPHAN_AFTER_MS: i64 = 30_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DispatchError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+}
+
+/// The queued form of one async invocation. Self-contained, so a message can rebuild its task.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AsyncMessage {
+    pub function_name: String,
+    pub qualifier: String,
+    pub task_id: String,
+    pub request_id: String,
+    /// base64
+    pub payload: String,
+    pub enqueued_ms: i64,
+}
+
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// Accept one async invocation: queue the message durably, then record the task (status
+/// Enqueued). Order matters: a crash between the two leaves a message without a task, which
+/// the dispatcher repairs; the reverse would leave a task nobody runs.
+pub async fn submit(
+    store: &Store,
+    queue: &dyn Queue,
+    function: &str,
+    qualifier: &str,
+    task_id: &str,
+    request_id: &str,
+    payload: &[u8],
+) -> Result<(), DispatchError> {
+    let now = now_ms();
+    let msg = AsyncMessage {
+        function_name: function.to_string(),
+        qualifier: qualifier.to_string(),
+        task_id: task_id.to_string(),
+        request_id: request_id.to_string(),
+        payload: base64::engine::general_purpose::STANDARD.encode(payload),
+        enqueued_ms: now,
+    };
+    let body = serde_json::to_vec(&msg).expect("message serializes");
+    queue.enqueue(QueueMessage { key: function.to_string(), body }).await?;
+    store.insert_task(&new_task(&msg, payload.to_vec(), "accepted")).await?;
+    Ok(())
+}
+
+fn new_task(msg: &AsyncMessage, payload: Vec<u8>, detail: &str) -> AsyncTask {
+    AsyncTask {
+        function_name: msg.function_name.clone(),
+        qualifier: msg.qualifier.clone(),
+        task_id: msg.task_id.clone(),
+        request_id: msg.request_id.clone(),
+        status: TaskStatus::Enqueued,
+        payload,
+        return_payload: None,
+        error_message: None,
+        already_retried_times: 0,
+        destination_status: None,
+        instance_id: None,
+        created_ms: msg.enqueued_ms,
+        started_ms: None,
+        end_ms: None,
+        events: vec![crate::model::async_task::TaskEvent {
+            event_id: 1,
+            status: TaskStatus::Enqueued,
+            timestamp: msg.enqueued_ms,
+            event_detail: detail.to_string(),
+        }],
+    }
+}
+
+/// What one message came to; returned by [`Dispatcher::handle`] so tests can drive it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HandleOutcome {
+    Finished(TaskStatus),
+    /// Back in the queue for a later attempt.
+    Requeued,
+    /// Acked without running (duplicate delivery of a finished task, ghost, bad message).
+    Dropped,
+    /// Left leased (store or queue unavailable); the lease will return it.
+    Abandoned,
+}
+
+struct Shared {
+    store: Store,
+    queue: Arc<dyn Queue>,
+    rm: ResourceManager,
+    cfg: DispatcherConfig,
+    region: String,
+    account_id: String,
+    http: reqwest::Client,
+    /// In-flight dispatches per function, so one hot function cannot take every permit.
+    per_function: Mutex<HashMap<String, usize>>,
+    per_function_limit: usize,
+}
+
+#[derive(Clone)]
+pub struct Dispatcher {
+    inner: Arc<Shared>,
+}
+
+/// Counts a dispatch against its function while it lives.
+struct FunctionPermit<'a> {
+    shared: &'a Shared,
+    function: String,
+}
+
+impl Drop for FunctionPermit<'_> {
+    fn drop(&mut self) {
+        let mut m = self.shared.per_function.lock().expect("per-function lock");
+        if let Some(n) = m.get_mut(&self.function) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.function);
+            }
+        }
+    }
+}
+
+impl Dispatcher {
+    pub fn new(
+        store: Store,
+        queue: Arc<dyn Queue>,
+        rm: ResourceManager,
+        cfg: DispatcherConfig,
+        region: String,
+        account_id: String,
+        per_function_limit: usize,
+    ) -> Self {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(cfg.destination_timeout_secs))
+            .build()
+            .expect("http client builds");
+        Self {
+            inner: Arc::new(Shared {
+                store,
+                queue,
+                rm,
+                cfg,
+                region,
+                account_id,
+                http,
+                per_function: Mutex::new(HashMap::new()),
+                per_function_limit: per_function_limit.max(1),
+            }),
+        }
+    }
+
+    /// Consume until cancelled. Each message runs in its own tracked task, at most
+    /// `max_in_flight` at once; on cancel, messages not yet finished go back to the queue.
+    pub fn spawn(&self, tracker: &TaskTracker, cancel: CancellationToken) {
+        let this = self.clone();
+        let t = tracker.clone();
+        tracker.spawn(async move {
+            let permits = Arc::new(Semaphore::new(this.inner.cfg.max_in_flight.max(1)));
+            loop {
+                let first = tokio::select! {
+                    p = permits.clone().acquire_owned() => p.expect("semaphore never closed"),
+                    _ = cancel.cancelled() => break,
+                };
+                let free = permits.available_permits() + 1;
+                let batch = match this.inner.queue.receive(free.min(64), this.inner.cfg.lease()).await {
+                    Ok(b) => b,
+                    Err(e) => {
+                        tracing::warn!("receiving from the async queue: {e}");
+                        Vec::new()
+                    }
+                };
+                if batch.is_empty() {
+                    drop(first);
+                    tokio::select! {
+                        _ = tokio::time::sleep(this.inner.cfg.poll_interval()) => continue,
+                        _ = cancel.cancelled() => break,
+                    }
+                }
+                let mut first = Some(first);
+                for d in batch {
+                    let permit = match first.take() {
+                        Some(p) => p,
+                        None => permits.clone().acquire_owned().await.expect("semaphore never closed"),
+                    };
+                    let (me, cancel) = (this.clone(), cancel.clone());
+                    t.spawn(async move {
+                        me.handle(d, &cancel).await;
+                        drop(permit);
+                    });
+                }
+            }
+            tracing::info!("dispatcher stopped receiving");
+        });
+    }
+
+    /// Process one delivered message to its next resting point.
+    pub async fn handle(&self, d: Delivery, cancel: &CancellationToken) -> HandleOutcome {
+        match self.try_handle(&d, cancel).await {
+            Ok(o) => o,
+            Err(e) => {
+                tracing::warn!(message = %d.id, "async dispatch interrupted, the message will return: {e}");
+                HandleOutcome::Abandoned
+            }
+        }
+    }
+
+    async fn try_handle(&self, d: &Delivery, cancel: &CancellationToken) -> Result<HandleOutcome, DispatchError> {
+        let s = &self.inner;
+        let Ok(msg) = serde_json::from_slice::<AsyncMessage>(&d.body) else {
+            tracing::error!(message = %d.id, "dropping an unreadable async message");
+            s.queue.ack(d).await?;
+            return Ok(HandleOutcome::Dropped);
+        };
+        let Some(f) = s.store.get_function(&msg.function_name).await? else {
+            // Deleted since: its tasks went with it (or are marked invalid if still there).
+            let change = change(TaskStatus::Invalid, "the function no longer exists");
+            s.store.transition_task(&msg.function_name, &msg.task_id, &[], &TaskChange { end_ms: Some(now_ms()), ..change }).await?;
+            s.queue.ack(d).await?;
+            return Ok(HandleOutcome::Dropped);
+        };
+        let task = match s.store.get_task(&msg.function_name, &msg.task_id).await? {
+            Some(t) if t.request_id != msg.request_id => {
+                // A message whose task id was refused as a duplicate at submit time.
+                s.queue.ack(d).await?;
+                return Ok(HandleOutcome::Dropped);
+            }
+            Some(t) => t,
+            None if now_ms() - msg.enqueued_ms < ORPHAN_AFTER_MS => {
+                // The submitter may still be writing the task row.
+                s.queue.retry_after(d, Duration::from_secs(1)).await?;
+                return Ok(HandleOutcome::Requeued);
+            }
+            None => {
+                let payload = decode(&msg.payload);
+                let t = new_task(&msg, payload, "recovered from the queue: the task record was missing");
+                match s.store.insert_task(&t).await {
+                    Ok(()) | Err(StoreError::AlreadyExists) => {}
+                    Err(e) => return Err(e.into()),
+                }
+                t
+            }
+        };
+        if task.status.is_final() {
+            s.queue.ack(d).await?;
+            return Ok(HandleOutcome::Dropped);
+        }
+        if task.status == TaskStatus::Stopping {
+            self.finish(&task, TaskStatus::Stopped, "stopped before it ran", None, None).await?;
+            s.queue.ack(d).await?;
+            return Ok(HandleOutcome::Finished(TaskStatus::Stopped));
+        }
+        let cfg = s.store.get_async_config(&msg.function_name, &msg.qualifier).await?.map(|r| r.config).unwrap_or_default();
+        if now_ms() - task.created_ms > i64::from(cfg.max_async_event_age_in_seconds) * 1000 {
+            return self.expire(d, &task, &cfg).await;
+        }
+        let Some(_fp) = self.function_permit(&f) else {
+            // The function has as many dispatches in flight as it can serve; make room for others.
+            s.queue.retry_after(d, Duration::from_millis(200)).await?;
+            return Ok(HandleOutcome::Requeued);
+        };
+        // From here the function's own timeout bounds the work: lease it for that long.
+        s.queue.extend(d, Duration::from_secs(u64::from(f.config.timeout)) + s.cfg.lease()).await?;
+        let detail = if d.deliveries > 1 && task.status == TaskStatus::Running {
+            format!("re-delivered (delivery {}): the previous attempt ended without a recorded outcome", d.deliveries)
+        } else {
+            format!("attempt {}", task.already_retried_times + 1)
+        };
+        let started = TaskChange { started_ms: task.started_ms.or(Some(now_ms())), ..change(TaskStatus::Running, &detail) };
+        let from = [TaskStatus::Enqueued, TaskStatus::Dequeued, TaskStatus::Retrying, TaskStatus::Running];
+        if !s.store.transition_task(&task.function_name, &task.task_id, &from, &started).await? {
+            // Stopped in the meantime.
+            s.queue.ack(d).await?;
+            return Ok(HandleOutcome::Dropped);
+        }
+        let payload = Bytes::from(decode(&msg.payload));
+        let inv = tokio::select! {
+            inv = invoker::invoke(&s.rm, &f, &task.request_id, payload, axum::http::HeaderMap::new(), false) => inv,
+            _ = cancel.cancelled() => {
+                // Shutting down: hand the message back now rather than after its lease.
+                s.queue.retry_after(d, Duration::ZERO).await?;
+                return Ok(HandleOutcome::Requeued);
+            }
+        };
+        match inv.result {
+            Ok(r) if !r.function_error => {
+                let mut out = r.body.to_vec();
+                out.truncate(MAX_RETURN_PAYLOAD);
+                let dest = destinations::deliver(self, &task, &cfg, destinations::Condition::Success, Some(&r.body)).await;
+                // Clear an error an earlier attempt left (the store only overwrites, never unsets).
+                let task = AsyncTask { error_message: Some(String::new()), ..task };
+                self.finish(&task, TaskStatus::Succeeded, "succeeded", Some(out), dest).await?;
+                s.queue.ack(d).await?;
+                Ok(HandleOutcome::Finished(TaskStatus::Succeeded))
+            }
+            Ok(r) => {
+                let err = String::from_utf8_lossy(&r.body[..r.body.len().min(4096)]).into_owned();
+                self.failed(d, &task, &cfg, err, Some(r.body)).await
+            }
+            Err(e) if e.is_platform() => {
+                // Not the function's fault: try again later without using up its retries.
+                let detail = format!("not run: {e}");
+                s.store.transition_task(&task.function_name, &task.task_id, &[TaskStatus::Running], &change(TaskStatus::Retrying, &detail)).await?;
+                s.queue.retry_after(d, s.cfg.retry_delay(1)).await?;
+                Ok(HandleOutcome::Requeued)
+            }
+            Err(e) => self.failed(d, &task, &cfg, failure_message(&e), None).await,
+        }
+    }
+
+    fn function_permit(&self, f: &FunctionRecord) -> Option<FunctionPermit<'_>> {
+        let s = &self.inner;
+        let mut m = s.per_function.lock().expect("per-function lock");
+        let n = m.entry(f.name.to_string()).or_default();
+        let limit = s.per_function_limit * f.config.instance_concurrency as usize;
+        if *n >= limit {
+            return None;
+        }
+        *n += 1;
+        Some(FunctionPermit { shared: s, function: f.name.to_string() })
+    }
+
+    async fn failed(
+        &self,
+        d: &Delivery,
+        task: &AsyncTask,
+        cfg: &AsyncConfig,
+        error: String,
+        response: Option<Bytes>,
+    ) -> Result<HandleOutcome, DispatchError> {
+        let s = &self.inner;
+        if task.already_retried_times < cfg.max_async_retry_attempts {
+            let retried = task.already_retried_times + 1;
+            let c = TaskChange {
+                already_retried_times: Some(retried),
+                error_message: Some(error.clone()),
+                ..change(TaskStatus::Retrying, &format!("failed, retry {retried} of {}: {error}", cfg.max_async_retry_attempts))
+            };
+            if s.store.transition_task(&task.function_name, &task.task_id, &[TaskStatus::Running], &c).await? {
+                s.queue.retry_after(d, s.cfg.retry_delay(retried)).await?;
+                return Ok(HandleOutcome::Requeued);
+            }
+            // Stopping: fall through to a final state.
+        }
+        let dest = destinations::deliver(self, task, cfg, destinations::Condition::RetriesExhausted, response.as_ref()).await;
+        let t = AsyncTask { error_message: Some(error.clone()), ..task.clone() };
+        let status = self.finish(&t, TaskStatus::Failed, &format!("failed: {error}"), None, dest).await?;
+        s.queue.ack(d).await?;
+        Ok(HandleOutcome::Finished(status))
+    }
+
+    async fn expire(&self, d: &Delivery, task: &AsyncTask, cfg: &AsyncConfig) -> Result<HandleOutcome, DispatchError> {
+        let dest = destinations::deliver(self, task, cfg, destinations::Condition::EventExpired, None).await;
+        let detail = format!("expired: older than maxAsyncEventAgeInSeconds ({} s) before it could run", cfg.max_async_event_age_in_seconds);
+        let status = self.finish(task, TaskStatus::Expired, &detail, None, dest).await?;
+        self.inner.queue.ack(d).await?;
+        Ok(HandleOutcome::Finished(status))
+    }
+
+    /// Record a final state. A task being stopped ends Stopped whatever the outcome.
+    async fn finish(
+        &self,
+        task: &AsyncTask,
+        status: TaskStatus,
+        detail: &str,
+        return_payload: Option<Vec<u8>>,
+        destination_status: Option<String>,
+    ) -> Result<TaskStatus, DispatchError> {
+        let store = &self.inner.store;
+        let c = TaskChange {
+            end_ms: Some(now_ms()),
+            return_payload,
+            destination_status,
+            error_message: task.error_message.clone(),
+            ..change(status, detail)
+        };
+        let live = [TaskStatus::Enqueued, TaskStatus::Dequeued, TaskStatus::Running, TaskStatus::Retrying];
+        if store.transition_task(&task.function_name, &task.task_id, &live, &c).await? {
+            return Ok(status);
+        }
+        let stopped = TaskChange { status: Some(TaskStatus::Stopped), event_detail: format!("stopped ({detail})"), ..c };
+        store.transition_task(&task.function_name, &task.task_id, &[TaskStatus::Stopping], &stopped).await?;
+        Ok(TaskStatus::Stopped)
+    }
+
+    pub(crate) fn shared_parts(&self) -> (&Store, &dyn Queue, &reqwest::Client, &str, &str) {
+        let s = &self.inner;
+        (&s.store, s.queue.as_ref(), &s.http, &s.region, &s.account_id)
+    }
+}
+
+fn change(status: TaskStatus, detail: &str) -> TaskChange {
+    TaskChange { status: Some(status), event_detail: detail.to_string(), at_ms: now_ms(), ..Default::default() }
+}
+
+fn decode(b64: &str) -> Vec<u8> {
+    base64::engine::general_purpose::STANDARD.decode(b64).unwrap_or_default()
+}
+
+fn failure_message(e: &InvokeFailure) -> String {
+    use crate::agent::AgentError as A;
+    use crate::scheduler::AcquireError as Q;
+    match e {
+        InvokeFailure::Acquire(Q::Start(A::Initialization(r))) => {
+            format!("initializer failed: {}", String::from_utf8_lossy(&r.body[..r.body.len().min(4096)]))
+        }
+        e => e.to_string(),
+    }
+}

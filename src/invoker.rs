@@ -1,0 +1,83 @@
+//! One invocation of a function: a slot from the resource manager, the event sent into the
+//! instance, the slot freed (or the instance discarded when it timed out, ran out of memory or
+//! crashed). Shared by the sync API path and the async dispatcher, so both see the same
+//! limits, the same cold starts and the same failure handling.
+
+use std::time::{Duration, Instant};
+
+use axum::http::HeaderMap;
+use bytes::Bytes;
+
+use crate::agent::{AgentError, InvokeRequest, InvokeResponse};
+use crate::model::FunctionRecord;
+use crate::scheduler::{AcquireError, ResourceManager};
+
+/// Why an invocation produced no response from the function.
+#[derive(Debug, thiserror::Error)]
+pub enum InvokeFailure {
+    /// No slot: throttled, no capacity, or the instance could not start (or initialize).
+    #[error(transparent)]
+    Acquire(#[from] AcquireError),
+    /// The instance failed while handling the event (timeout, out of memory, crash, ...).
+    #[error(transparent)]
+    Agent(#[from] AgentError),
+}
+
+impl InvokeFailure {
+    /// A failure of the platform, not of the function: it should not use up the function's
+    /// retries (async) and is reported as a platform error (sync).
+    pub fn is_platform(&self) -> bool {
+        match self {
+            InvokeFailure::Acquire(AcquireError::Throttled { .. } | AcquireError::Placement(_) | AcquireError::ShuttingDown) => {
+                true
+            }
+            InvokeFailure::Acquire(AcquireError::Start(a)) | InvokeFailure::Agent(a) => {
+                matches!(a, AgentError::Unavailable(_) | AgentError::Internal(_))
+            }
+            InvokeFailure::Acquire(AcquireError::NoImage(_)) => true,
+        }
+    }
+}
+
+pub struct Invocation {
+    pub result: Result<InvokeResponse, InvokeFailure>,
+    pub instance_id: Option<String>,
+    pub cold_start: bool,
+    pub duration: Duration,
+}
+
+pub async fn invoke(
+    rm: &ResourceManager,
+    f: &FunctionRecord,
+    request_id: &str,
+    body: Bytes,
+    headers: HeaderMap,
+    want_logs: bool,
+) -> Invocation {
+    let started = Instant::now();
+    let slot = match rm.acquire(f).await {
+        Ok(s) => s,
+        Err(e) => return Invocation { result: Err(e.into()), instance_id: None, cold_start: false, duration: started.elapsed() },
+    };
+    let cold_start = slot.cold_start;
+    let instance_id = slot.instance().instance_id.clone();
+    let req = InvokeRequest {
+        request_id: request_id.to_string(),
+        body,
+        headers,
+        timeout: Duration::from_secs(f.config.timeout.into()),
+        want_logs,
+    };
+    let result = match rm.node().invoke(slot.instance(), req).await {
+        Ok(r) => Ok(r),
+        Err(e) => {
+            tracing::info!(function = %f.name, instance = %instance_id, "invocation failed: {e}");
+            // Every failure after the event was sent leaves the instance in doubt: a timed-out
+            // handler may still be running, a crashed one is gone. Never hand it out again.
+            slot.discard();
+            return Invocation { result: Err(e.into()), instance_id: Some(instance_id), cold_start, duration: started.elapsed() };
+        }
+    };
+    drop(slot);
+    Invocation { result, instance_id: Some(instance_id), cold_start, duration: started.elapsed() }
+}

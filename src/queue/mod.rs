@@ -1,0 +1,71 @@
+//! The async invocation queue: an outside seam with two backends, [`embedded::EmbeddedQueue`]
+//! (a table in the metadata SQLite database) now, Kafka later.
+//!
+//! Delivery is at-least-once with leases: a received message is invisible to other receivers
+//! until it is acked (done), put back with [`Queue::retry_after`], or its lease runs out, after
+//! which it is delivered again with `deliveries` counting up. Consumers must therefore be
+//! idempotent; the async dispatcher gets that from the task record's guarded transitions.
+//!
+//! The `key` partitions the queue so one busy function cannot starve the others: a receive
+//! takes at most a fair share of the batch from each key.
+
+pub mod embedded;
+
+use std::time::Duration;
+
+pub use embedded::EmbeddedQueue;
+
+/// What is enqueued: `key` partitions the queue (the function name), `body` is opaque bytes.
+#[derive(Debug, Clone)]
+pub struct QueueMessage {
+    pub key: String,
+    pub body: Vec<u8>,
+}
+
+/// A leased message: invisible to other receivers until acked, retried, released, or until its
+/// lease expires (then redelivered).
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    /// Opaque and backend-specific; names this lease, not just the message.
+    pub id: String,
+    pub key: String,
+    pub body: Vec<u8>,
+    /// 1 on first delivery.
+    pub deliveries: u32,
+    /// Epoch ms when the message was enqueued.
+    pub enqueued_ms: i64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    #[error("queue unavailable: {0}")]
+    Unavailable(String),
+    /// The lease expired and the message went to another receiver (or was acked meanwhile):
+    /// drop the work's outcome, the other receiver owns it now.
+    #[error("message {0} is no longer leased by this receiver")]
+    LeaseLost(String),
+}
+
+#[async_trait::async_trait]
+pub trait Queue: Send + Sync + 'static {
+    /// Durable when it returns.
+    async fn enqueue(&self, msg: QueueMessage) -> Result<(), QueueError>;
+    /// Up to `max` visible messages, leased for `lease`; fair across keys (at most
+    /// ceil(max / number of keys with visible messages), min 1, per key per call, oldest first
+    /// within a key).
+    async fn receive(&self, max: usize, lease: Duration) -> Result<Vec<Delivery>, QueueError>;
+    /// Done: remove the message.
+    async fn ack(&self, d: &Delivery) -> Result<(), QueueError>;
+    /// Put it back, visible again after `delay` (`deliveries` keeps counting). A zero delay
+    /// releases it at once.
+    async fn retry_after(&self, d: &Delivery, delay: Duration) -> Result<(), QueueError>;
+    /// Still working: the lease now ends `lease` from now.
+    async fn extend(&self, d: &Delivery, lease: Duration) -> Result<(), QueueError>;
+    /// Messages not yet acked (visible, leased or delayed).
+    async fn depth(&self) -> Result<u64, QueueError>;
+}
+
+/// Epoch milliseconds from the system clock.
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
