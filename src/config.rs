@@ -22,6 +22,7 @@ pub struct Config {
     pub scheduler: SchedulerConfig,
     pub agent: AgentConfig,
     pub dispatcher: DispatcherConfig,
+    pub kafka: KafkaConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -107,7 +108,8 @@ pub struct AgentConfig {
 pub struct DispatcherConfig {
     /// Run the async dispatcher in this process.
     pub enabled: bool,
-    /// Queue backend: `embedded` (a durable queue in the metadata database).
+    /// Queue backend: `embedded` (a durable queue in the metadata database) or `kafka`
+    /// (see [kafka]).
     pub queue: String,
     /// Most async invocations in flight at once (all functions).
     pub max_in_flight: usize,
@@ -134,6 +136,35 @@ impl Default for DispatcherConfig {
             retry_base_ms: 1000,
             retry_max_ms: 60_000,
             destination_timeout_secs: 10,
+        }
+    }
+}
+
+/// The Kafka cluster behind `dispatcher.queue = "kafka"`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// Comma-separated `host:port` list.
+    pub brokers: String,
+    /// Topic of async invocations; created with `partitions` partitions if missing.
+    pub topic: String,
+    /// Consumer group of the dispatchers.
+    pub group_id: String,
+    pub partitions: i32,
+    pub replication: i32,
+    /// A dispatcher silent this long loses its partitions to the others.
+    pub session_timeout_ms: u64,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        Self {
+            brokers: "127.0.0.1:9092".into(),
+            topic: "nubis-async".into(),
+            group_id: "nubis-dispatchers".into(),
+            partitions: 8,
+            replication: 1,
+            session_timeout_ms: 6000,
         }
     }
 }

@@ -23,7 +23,7 @@ use crate::api::{self, AppState, FunctionCache};
 use crate::codestore::{CodeStore, package};
 use crate::config::Config;
 use crate::dispatcher::Dispatcher;
-use crate::queue::{Queue, embedded::EmbeddedQueue};
+use crate::queue::{Queue, embedded::EmbeddedQueue, kafka::KafkaQueue};
 use crate::logstore::LogStore;
 use crate::scheduler::{ResourceManager, spec::Platform};
 use crate::store::Store;
@@ -84,9 +84,14 @@ impl Server {
         };
         let rm = ResourceManager::new(Arc::new(node), cfg.scheduler.clone(), platform, tracker.clone());
         rm.spawn_reaper(cancel.child_token());
-        let queue: Arc<dyn Queue> = match cfg.dispatcher.queue.as_str() {
-            "embedded" => Arc::new(EmbeddedQueue::new(&store)),
-            other => anyhow::bail!("dispatcher.queue = '{other}' is not a known queue backend (embedded)"),
+        let (queue, kafka): (Arc<dyn Queue>, _) = match cfg.dispatcher.queue.as_str() {
+            "embedded" => (Arc::new(EmbeddedQueue::new(&store)), None),
+            "kafka" => {
+                let q = KafkaQueue::connect(cfg.kafka.clone()).await.context("connecting to Kafka")?;
+                let p = q.destination_producer();
+                (Arc::new(q), Some(p))
+            }
+            other => anyhow::bail!("dispatcher.queue = '{other}' is not a known queue backend (embedded, kafka)"),
         };
         let (dispatch, stop_dispatch) = (TaskTracker::new(), CancellationToken::new());
         if cfg.dispatcher.enabled {
@@ -98,6 +103,7 @@ impl Server {
                 cfg.server.region.clone(),
                 cfg.server.account_id.clone(),
                 cfg.scheduler.max_instances_per_function,
+                kafka,
             );
             d.spawn(&dispatch, stop_dispatch.clone());
             tracing::info!(queue = %cfg.dispatcher.queue, "async dispatcher running");

@@ -80,7 +80,9 @@ pub async fn put_async_invoke_config(
         serde_json::from_slice(&body).map_err(|e| ApiError::invalid(format!("invalid request body: {e}")))?;
     let cfg = AsyncConfig::from_input(map)?;
     for t in [cfg.on_success(), cfg.on_failure()].into_iter().flatten() {
-        if let DestinationTarget::KafkaTopic { topic } = t {
+        if let DestinationTarget::KafkaTopic { topic } = t
+            && st.cfg.dispatcher.queue != "kafka"
+        {
             return Err(ApiError::invalid(format!(
                 "destination topic '{topic}': Kafka destinations need the Kafka queue backend, which is not configured"
             )));

@@ -6,7 +6,9 @@
 //! crash in between delivers it again: at least once. Targets:
 //! - another function (`acs:fc:<region>:<account>:functions/<name>[/<qualifier>]`): an async
 //!   invocation of it, with the record as its payload;
-//! - an HTTP endpoint (`http(s)://...`): a JSON POST, tried up to [`HTTP_ATTEMPTS`] times.
+//! - an HTTP endpoint (`http(s)://...`): a JSON POST, tried up to [`HTTP_ATTEMPTS`] times;
+//! - a Kafka topic (`acs:kafka:<region>:<account>:topics/<topic>`, Kafka backend only): the
+//!   record published with the function name as key, acknowledged by the brokers.
 
 use std::time::Duration;
 
@@ -86,9 +88,13 @@ pub async fn deliver(
             Err(e) => format!("Failed: {e}"),
         },
         DestinationTarget::Http { url } => post(http, &url, body).await,
-        DestinationTarget::KafkaTopic { topic } => {
-            format!("Failed: Kafka topic {topic}: Kafka destinations need the Kafka queue backend")
-        }
+        DestinationTarget::KafkaTopic { topic } => match d.kafka() {
+            Some(p) => match crate::queue::kafka::publish(p, &topic, &task.function_name, &body).await {
+                Ok(()) => format!("Succeeded: published to Kafka topic {topic}"),
+                Err(e) => format!("Failed: Kafka topic {topic}: {e}"),
+            },
+            None => format!("Failed: Kafka topic {topic}: Kafka destinations need the Kafka queue backend"),
+        },
     };
     if status.starts_with("Failed") {
         tracing::warn!(function = %task.function_name, task = %task.task_id, "destination: {status}");

@@ -29,6 +29,8 @@ use crate::queue::{Delivery, Queue, QueueError, QueueMessage};
 use crate::scheduler::ResourceManager;
 use crate::store::{Store, StoreError, TaskChange};
 
+/// Event detail prefix of a run that repeats one whose outcome was lost.
+pub const REDELIVERED: &str = "re-delivered";
 /// Largest function result kept on a task (`returnPayload`).
 const MAX_RETURN_PAYLOAD: usize = 128 << 10;
 /// A message whose task row is missing this long after it was queued was orphaned by a crash
@@ -132,6 +134,8 @@ struct Shared {
     region: String,
     account_id: String,
     http: reqwest::Client,
+    /// For Kafka-topic destinations; present when the queue backend is Kafka.
+    kafka: Option<rdkafka::producer::FutureProducer>,
     /// In-flight dispatches per function, so one hot function cannot take every permit.
     per_function: Mutex<HashMap<String, usize>>,
     per_function_limit: usize,
@@ -169,6 +173,7 @@ impl Dispatcher {
         region: String,
         account_id: String,
         per_function_limit: usize,
+        kafka: Option<rdkafka::producer::FutureProducer>,
     ) -> Self {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(cfg.destination_timeout_secs))
@@ -183,6 +188,7 @@ impl Dispatcher {
                 region,
                 account_id,
                 http,
+                kafka,
                 per_function: Mutex::new(HashMap::new()),
                 per_function_limit: per_function_limit.max(1),
             }),
@@ -300,8 +306,10 @@ impl Dispatcher {
         };
         // From here the function's own timeout bounds the work: lease it for that long.
         s.queue.extend(d, Duration::from_secs(u64::from(f.config.timeout)) + s.cfg.lease()).await?;
-        let detail = if d.deliveries > 1 && task.status == TaskStatus::Running {
-            format!("re-delivered (delivery {}): the previous attempt ended without a recorded outcome", d.deliveries)
+        // Running here means an earlier delivery started the function and never recorded how it
+        // ended (its dispatcher died or its lease ran out): this run is a duplicate, say so.
+        let detail = if task.status == TaskStatus::Running {
+            format!("{REDELIVERED} (delivery {}): the previous attempt ended without a recorded outcome", d.deliveries)
         } else {
             format!("attempt {}", task.already_retried_times + 1)
         };
@@ -425,6 +433,10 @@ impl Dispatcher {
     pub(crate) fn shared_parts(&self) -> (&Store, &dyn Queue, &reqwest::Client, &str, &str) {
         let s = &self.inner;
         (&s.store, s.queue.as_ref(), &s.http, &s.region, &s.account_id)
+    }
+
+    pub(crate) fn kafka(&self) -> Option<&rdkafka::producer::FutureProducer> {
+        self.inner.kafka.as_ref()
     }
 }
 

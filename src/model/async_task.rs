@@ -144,7 +144,8 @@ impl AsyncTask {
         if let Some(d) = &self.destination_status {
             m.insert("destinationStatus".into(), json!(d));
         }
-        if let Some(e) = &self.error_message {
+        // Empty is how a later success clears an earlier attempt's error.
+        if let Some(e) = self.error_message.as_ref().filter(|e| !e.is_empty()) {
             m.insert("taskErrorMessage".into(), json!(e));
         }
         if include_payload {

@@ -10,6 +10,7 @@
 //! takes at most a fair share of the batch from each key.
 
 pub mod embedded;
+pub mod kafka;
 
 use std::time::Duration;
 

@@ -1,6 +1,7 @@
-//! Async invocations end to end on the embedded queue: accept (202), dispatch through real
-//! containers, retries, expiry, destinations (function, HTTP), stop, task queries, durability
-//! across a crash.
+//! Async invocations end to end, on both queue backends (embedded SQLite queue and Kafka on a
+//! real Kafka-protocol broker): accept (202), dispatch through real containers, retries,
+//! expiry, destinations (function, HTTP, Kafka topic), stop, task queries, durability across a
+//! crash. Every test body runs once per backend (see `on_both_backends!` at the end).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -8,6 +9,36 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::helpers::*;
+
+/// Which queue the server under test uses.
+#[derive(Clone)]
+enum Backend {
+    Embedded,
+    Kafka(nubis::config::KafkaConfig),
+}
+
+impl Backend {
+    /// Kafka on the broker named by NUBIS_TEST_KAFKA_BROKERS, with a topic and group of its own.
+    fn kafka() -> Self {
+        let brokers = std::env::var("NUBIS_TEST_KAFKA_BROKERS")
+            .expect("NUBIS_TEST_KAFKA_BROKERS is not set: start a broker with `bash scripts/test-services.sh start kafka` and eval its env");
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        Backend::Kafka(nubis::config::KafkaConfig {
+            brokers,
+            topic: format!("async-{id}"),
+            group_id: format!("dispatchers-{id}"),
+            partitions: 3,
+            ..Default::default()
+        })
+    }
+
+    fn apply(&self, c: &mut nubis::config::Config) {
+        if let Backend::Kafka(k) = self {
+            c.dispatcher.queue = "kafka".into();
+            c.kafka = k.clone();
+        }
+    }
+}
 
 const FAILER: &str = "def handler(event, context):\n    raise ValueError('always fails: ' + event.decode())\n";
 const SLEEPER: &str = "import time\ndef handler(event, context):\n    time.sleep(float(event or b'0'))\n    return 'slept'\n";
@@ -73,9 +104,8 @@ async fn http_sink() -> (String, Arc<Mutex<Vec<Value>>>) {
     (url, got)
 }
 
-#[tokio::test]
-async fn async_invoke_is_accepted_queryable_at_once_and_succeeds() {
-    let app = spawn_app().await;
+async fn async_invoke_is_accepted_queryable_at_once_and_succeeds(b: Backend) {
+    let app = spawn_app_with(|c| b.apply(c)).await;
     assert_eq!(app.create_function(python_function("aok", PY_UPPER)).await.status, 200);
     let r = invoke_async(&app, "aok", b"hello", Some("task-1")).await;
     assert_eq!(r.status, 202, "{}", r.text());
@@ -104,9 +134,12 @@ async fn async_invoke_is_accepted_queryable_at_once_and_succeeds() {
     app.shutdown().await.unwrap();
 }
 
-#[tokio::test]
-async fn async_invoke_refuses_bad_input_at_the_call() {
-    let app = spawn_app_with(|c| c.limits.max_async_payload_bytes = 1024).await;
+async fn async_invoke_refuses_bad_input_at_the_call(b: Backend) {
+    let app = spawn_app_with(|c| {
+        b.apply(c);
+        c.limits.max_async_payload_bytes = 1024;
+    })
+    .await;
     assert_eq!(app.create_function(python_function("abad", PY_UPPER)).await.status, 200);
     invoke_async(&app, "nope", b"x", None).await.assert_error(404, "FunctionNotFound");
     invoke_async(&app, "abad", &[b'x'; 1025], None).await.assert_error(400, "EntityTooLarge");
@@ -115,9 +148,12 @@ async fn async_invoke_refuses_bad_input_at_the_call() {
     app.shutdown().await.unwrap();
 }
 
-#[tokio::test]
-async fn failures_are_retried_then_fail_and_reach_the_failure_destination() {
-    let app = spawn_app_with(fast_retries).await;
+async fn failures_are_retried_then_fail_and_reach_the_failure_destination(b: Backend) {
+    let app = spawn_app_with(|c| {
+        b.apply(c);
+        fast_retries(c);
+    })
+    .await;
     let (url, got) = http_sink().await;
     assert_eq!(app.create_function(python_function("afail", FAILER)).await.status, 200);
     let r = put_config(&app, "afail", json!({"maxAsyncRetryAttempts": 2, "destinationConfig": {"onFailure": {"destination": url}}})).await;
@@ -138,9 +174,12 @@ async fn failures_are_retried_then_fail_and_reach_the_failure_destination() {
     app.shutdown().await.unwrap();
 }
 
-#[tokio::test]
-async fn success_destination_invokes_another_function() {
-    let app = spawn_app_with(fast_retries).await;
+async fn success_destination_invokes_another_function(b: Backend) {
+    let app = spawn_app_with(|c| {
+        b.apply(c);
+        fast_retries(c);
+    })
+    .await;
     assert_eq!(app.create_function(python_function("asrc", PY_UPPER)).await.status, 200);
     assert_eq!(app.create_function(python_function("adst", PY_UPPER)).await.status, 200);
     let arn = "acs:fc:cn-hangzhou:1000000000000000:functions/adst";
@@ -165,15 +204,18 @@ async fn success_destination_invokes_another_function() {
     app.shutdown().await.unwrap();
 }
 
-#[tokio::test]
-async fn old_events_expire_before_they_run() {
+async fn old_events_expire_before_they_run(b: Backend) {
     let app = spawn_app_with(|c| {
+        b.apply(c);
         fast_retries(c);
         c.scheduler.max_instances_per_function = 1;
     })
     .await;
     let (url, got) = http_sink().await;
     assert_eq!(app.create_function(python_function("aexp", SLEEPER)).await.status, 200);
+    // Warm up first: a Kafka consumer group takes a moment to join, longer than the age limit.
+    assert_eq!(invoke_async(&app, "aexp", b"0", Some("warm")).await.status, 202);
+    wait_status(&app, "aexp", "warm", "Succeeded").await;
     let r = put_config(&app, "aexp", json!({"maxAsyncEventAgeInSeconds": 1, "destinationConfig": {"onFailure": {"destination": url}}})).await;
     assert_eq!(r.status, 200, "{}", r.text());
     // One instance, busy for 3 s: the second event waits past its 1 s age limit.
@@ -189,9 +231,9 @@ async fn old_events_expire_before_they_run() {
     app.shutdown().await.unwrap();
 }
 
-#[tokio::test]
-async fn stop_async_task_stops_waiting_and_running_tasks() {
+async fn stop_async_task_stops_waiting_and_running_tasks(b: Backend) {
     let app = spawn_app_with(|c| {
+        b.apply(c);
         fast_retries(c);
         c.scheduler.max_instances_per_function = 1;
     })
@@ -216,9 +258,12 @@ async fn stop_async_task_stops_waiting_and_running_tasks() {
     app.shutdown().await.unwrap();
 }
 
-#[tokio::test]
-async fn list_async_tasks_filters_and_pages() {
-    let app = spawn_app_with(fast_retries).await;
+async fn list_async_tasks_filters_and_pages(b: Backend) {
+    let app = spawn_app_with(|c| {
+        b.apply(c);
+        fast_retries(c);
+    })
+    .await;
     assert_eq!(app.create_function(python_function("alist", PY_UPPER)).await.status, 200);
     for i in 1..=5 {
         assert_eq!(invoke_async(&app, "alist", format!("e{i}").as_bytes(), Some(&format!("p-{i}"))).await.status, 202);
@@ -254,9 +299,8 @@ async fn list_async_tasks_filters_and_pages() {
     app.shutdown().await.unwrap();
 }
 
-#[tokio::test]
-async fn async_invoke_config_crud_and_validation() {
-    let app = spawn_app().await;
+async fn async_invoke_config_crud_and_validation(b: Backend) {
+    let app = spawn_app_with(|c| b.apply(c)).await;
     assert_eq!(app.create_function(python_function("acfg", PY_UPPER)).await.status, 200);
     let path = "/2023-03-30/functions/acfg/async-invoke-config";
     app.request("GET", path, "", &[], vec![]).await.assert_error(404, "AsyncConfigNotExists");
@@ -272,7 +316,6 @@ async fn async_invoke_config_crud_and_validation() {
         json!({"maxAsyncRetryAttempts": 9}),
         json!({"maxAsyncEventAgeInSeconds": 0}),
         json!({"destinationConfig": {"onFailure": {"destination": "acs:mns:cn-hangzhou:1:/queues/q/messages"}}}),
-        json!({"destinationConfig": {"onSuccess": {"destination": "acs:kafka:cn-hangzhou:1:topics/t"}}}),
         json!({"maxAsyncRetryAttempts": "two"}),
     ] {
         put_config(&app, "acfg", bad.clone()).await.assert_error(400, "InvalidArgument");
@@ -283,10 +326,13 @@ async fn async_invoke_config_crud_and_validation() {
     app.shutdown().await.unwrap();
 }
 
-#[tokio::test]
-async fn accepted_events_survive_a_crash_and_run_after_restart() {
+async fn accepted_events_survive_a_crash_and_run_after_restart(b: Backend) {
     // Accept with no dispatcher running, crash, restart with one: every event runs.
-    let app = spawn_app_with(|c| c.dispatcher.enabled = false).await;
+    let app = spawn_app_with(|c| {
+        b.apply(c);
+        c.dispatcher.enabled = false;
+    })
+    .await;
     let node = app.node_id.clone();
     assert_eq!(app.create_function(python_function("adur", PY_UPPER)).await.status, 200);
     for i in 0..20 {
@@ -294,6 +340,7 @@ async fn accepted_events_survive_a_crash_and_run_after_restart() {
     }
     let data = app.crash().await;
     let again = spawn_app_with(|c| {
+        b.apply(c);
         fast_retries(c);
         c.agent.node_id = node.clone();
         c.server.data_dir = data.path().to_path_buf();
@@ -305,3 +352,71 @@ async fn accepted_events_survive_a_crash_and_run_after_restart() {
     }
     again.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn kafka_destinations_are_refused_without_the_kafka_backend() {
+    let app = spawn_app().await;
+    assert_eq!(app.create_function(python_function("akno", PY_UPPER)).await.status, 200);
+    let dest = json!({"destinationConfig": {"onSuccess": {"destination": "acs:kafka:cn-hangzhou:1:topics/t"}}});
+    put_config(&app, "akno", dest).await.assert_error(400, "InvalidArgument");
+    app.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn kafka_topic_destination_receives_the_record() {
+    use rdkafka::consumer::{Consumer, StreamConsumer};
+    use rdkafka::message::Message;
+    let b = Backend::kafka();
+    let Backend::Kafka(k) = &b else { unreachable!() };
+    let topic = format!("dest-{}", uuid::Uuid::new_v4().simple());
+    let consumer: StreamConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &k.brokers)
+        .set("group.id", format!("reader-{topic}"))
+        .set("auto.offset.reset", "earliest")
+        .set("session.timeout.ms", "6000")
+        .create()
+        .unwrap();
+    let app = spawn_app_with(|c| {
+        b.apply(c);
+        fast_retries(c);
+    })
+    .await;
+    assert_eq!(app.create_function(python_function("akd", FAILER)).await.status, 200);
+    let dest = format!("acs:kafka:cn-hangzhou:1:topics/{topic}");
+    let r = put_config(&app, "akd", json!({"maxAsyncRetryAttempts": 0, "destinationConfig": {"onFailure": {"destination": dest}}})).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(invoke_async(&app, "akd", b"to kafka", Some("k1")).await.status, 202);
+    let t = wait_status(&app, "akd", "k1", "Failed").await;
+    assert!(t["destinationStatus"].as_str().unwrap().starts_with("Succeeded"), "{t}");
+    consumer.subscribe(&[&topic]).unwrap();
+    let m = tokio::time::timeout(Duration::from_secs(30), consumer.recv()).await.expect("record on the topic").unwrap();
+    assert_eq!(m.key(), Some(&b"akd"[..]));
+    let rec: Value = serde_json::from_slice(m.payload().unwrap()).unwrap();
+    assert_eq!(rec["requestContext"]["condition"], "RetriesExhausted");
+    assert_eq!(rec["requestPayload"], "to kafka");
+    app.shutdown().await.unwrap();
+}
+
+/// Runs each listed test body once per queue backend.
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod embedded {
+            $( #[tokio::test] async fn $name() { super::$name(super::Backend::Embedded).await } )*
+        }
+        mod kafka {
+            $( #[tokio::test] async fn $name() { super::$name(super::Backend::kafka()).await } )*
+        }
+    };
+}
+
+on_both_backends!(
+    async_invoke_is_accepted_queryable_at_once_and_succeeds,
+    async_invoke_refuses_bad_input_at_the_call,
+    failures_are_retried_then_fail_and_reach_the_failure_destination,
+    success_destination_invokes_another_function,
+    old_events_expire_before_they_run,
+    stop_async_task_stops_waiting_and_running_tasks,
+    list_async_tasks_filters_and_pages,
+    async_invoke_config_crud_and_validation,
+    accepted_events_survive_a_crash_and_run_after_restart,
+);

@@ -12,6 +12,7 @@ import base64
 import io
 import json
 import os
+import re
 import sys
 import time
 import traceback
@@ -325,6 +326,377 @@ def test_delete_functions():
     assert left == [], f"still listed after delete: {left}"
 
 
+# ----------------------------------------------------------------------------- async invocation
+
+ASYNC_PREFIX = f"sdkasync_{RUN_ID}_"      # outside PREFIX, so the function listing tests stay exact
+FN_WORKER = ASYNC_PREFIX + "worker"       # returns the event upper-cased
+FN_AFAIL = ASYNC_PREFIX + "fail"          # raises ValueError
+FN_SLOW = ASYNC_PREFIX + "slow"           # sleeps float(event) seconds
+FN_SINK = ASYNC_PREFIX + "sink"           # destination of the others
+ASYNC_FUNCTIONS = [FN_WORKER, FN_AFAIL, FN_SLOW, FN_SINK]
+ASYNC_WAIT_SECONDS = 120                  # generous: cold starts plus default retry delays
+TASK_OK = f"ok_{RUN_ID}"
+TASK_DEST = f"dest_{RUN_ID}"
+TASK_FAIL = f"fail_{RUN_ID}"
+TASK_STOP_RUNNING = f"stoprun_{RUN_ID}"
+TASK_STOP_EARLY = f"stopearly_{RUN_ID}"
+LIST_PREFIX = f"list_{RUN_ID}_"
+LIST_TASKS = [LIST_PREFIX + str(i) for i in range(3)]
+FINAL_STATUSES = {"Succeeded", "Failed", "Stopped", "Expired", "Invalid"}
+TASK_ID_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,127}$")
+
+CODE_WORKER = '''def handler(event, context):
+    return event.upper()
+'''
+CODE_SLOW = '''import time
+
+def handler(event, context):
+    time.sleep(float(event))
+    return b"slept"
+'''
+CODE_SINK = '''def handler(event, context):
+    return b"sink"
+'''
+
+
+def fn_arn(name):
+    # region and account are any: one Nubis is one account in one region
+    return f"acs:fc:cn-hangzhou:1234567890:functions/{name}"
+
+
+def is_int(v):
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def invoke_async(name, payload, task_id=None):
+    headers = fc_models.InvokeFunctionHeaders(x_fc_invocation_type="Async", x_fc_async_task_id=task_id)
+    resp = CLIENT.invoke_function_with_options(
+        name, fc_models.InvokeFunctionRequest(body=payload), headers, RuntimeOptions())
+    return resp, read_body(resp)
+
+
+def submit_async(name, payload, task_id=None):
+    """Invoke async and check the 202 answer; returns the task id."""
+    resp, body = invoke_async(name, payload, task_id)
+    assert resp.status_code == 202, f"async invoke of {name}: status {resp.status_code}, body {body[:300]!r}"
+    assert body == b"", f"async invoke answered a body: {body[:300]!r}"
+    assert header(resp, "x-fc-request-id"), f"no x-fc-request-id header in {sorted(resp.headers or {})}"
+    tid = header(resp, "x-fc-async-task-id")
+    assert tid, f"no x-fc-async-task-id header in {sorted(resp.headers or {})}"
+    if task_id is not None:
+        assert tid == task_id, f"x-fc-async-task-id {tid!r}, asked for {task_id!r}"
+    assert TASK_ID_RE.match(tid), f"task id {tid!r} breaks the task id rule"
+    return tid
+
+
+def get_task(name, task_id):
+    return CLIENT.get_async_task(name, task_id, fc_models.GetAsyncTaskRequest()).body
+
+
+def wait_task(name, task_id, until=None, seconds=ASYNC_WAIT_SECONDS):
+    """Poll GetAsyncTask until `until(task)` (default: a final status); returns the task model."""
+    until = until or (lambda t: t.status in FINAL_STATUSES)
+    deadline = time.time() + seconds
+    while True:
+        t = get_task(name, task_id)
+        if until(t):
+            return t
+        assert time.time() < deadline, (
+            f"task {task_id} of {name} still {t.status} after {seconds}s; events "
+            f"{[(e.status, e.event_detail) for e in t.events or []]}")
+        time.sleep(0.2)
+
+
+def check_task_shape(t, name, task_id):
+    """Fields every task must have, with the types the SDK model declares."""
+    assert isinstance(t, fc_models.AsyncTask), f"GetAsyncTask body is {type(t).__name__}"
+    assert t.task_id == task_id, f"taskId {t.task_id!r} != {task_id!r}"
+    assert t.function_arn and t.function_arn.startswith("acs:fc:") and t.function_arn.endswith(":functions/" + name), \
+        f"functionArn {t.function_arn!r}"
+    assert t.qualifier == "LATEST", f"qualifier {t.qualifier!r}"
+    assert t.request_id, "requestId missing"
+    assert is_int(t.already_retried_times), f"alreadyRetriedTimes {t.already_retried_times!r} is not an int"
+    assert isinstance(t.events, list) and t.events, f"events {t.events!r}"
+    for i, e in enumerate(t.events):
+        assert isinstance(e, fc_models.AsyncTaskEvent), f"event {i} is {type(e).__name__}"
+        assert is_int(e.event_id) and is_int(e.timestamp), f"event {i}: eventId {e.event_id!r} / timestamp {e.timestamp!r} not ints"
+        assert isinstance(e.status, str) and e.status, f"event {i}: status {e.status!r}"
+    ids = [e.event_id for e in t.events]
+    assert ids == list(range(1, len(ids) + 1)), f"eventIds {ids} are not 1..n"
+    stamps = [e.timestamp for e in t.events]
+    assert stamps == sorted(stamps), f"event timestamps go backwards: {stamps}"
+    assert t.events[0].status == "Enqueued", f"first event {t.events[0].status!r}, expected Enqueued"
+    if t.status in FINAL_STATUSES:
+        assert t.events[-1].status == t.status, f"last event {t.events[-1].status!r} != status {t.status!r}"
+        assert is_int(t.end_time), f"endTime {t.end_time!r} is not an int"
+        if t.started_time is not None:
+            assert is_int(t.started_time), f"startedTime {t.started_time!r} is not an int"
+            assert t.end_time >= t.started_time, f"endTime {t.end_time} < startedTime {t.started_time}"
+            assert t.duration_ms == t.end_time - t.started_time, \
+                f"durationMs {t.duration_ms!r} != endTime - startedTime ({t.end_time - t.started_time})"
+        # epoch milliseconds, not seconds
+        assert abs(t.end_time / 1000 - time.time()) < 3600, f"endTime {t.end_time} is not epoch ms of now"
+
+
+def statuses(t):
+    return [e.status for e in t.events or []]
+
+
+def list_tasks(name, **kw):
+    return CLIENT.list_async_tasks(name, fc_models.ListAsyncTasksRequest(**kw)).body
+
+
+def list_all_tasks(name, max_pages=20, **kw):
+    """Follow nextToken; returns (tasks, pages)."""
+    tasks, pages, token = [], 0, None
+    while True:
+        pages += 1
+        assert pages <= max_pages, f"task paging did not end after {max_pages} pages"
+        out = list_tasks(name, next_token=token, **kw)
+        assert isinstance(out, fc_models.ListAsyncTaskOutput), f"ListAsyncTasks body is {type(out).__name__}"
+        tasks += out.tasks or []
+        token = out.next_token
+        if not token:
+            return tasks, pages
+
+
+def test_async_create_functions():
+    create_function(FN_WORKER, make_zip({"index.py": CODE_WORKER}), env={})
+    create_function(FN_AFAIL, ZIP_RAISE, env={})
+    create_function(FN_SLOW, make_zip({"index.py": CODE_SLOW}), timeout=60, env={})
+    create_function(FN_SINK, make_zip({"index.py": CODE_SINK}), env={})
+    for name in ASYNC_FUNCTIONS:
+        assert wait_ready(name).state == "Active", f"{name} not Active"
+
+
+def test_async_invoke_and_get_task():
+    resp, body = invoke_async(FN_WORKER, b"hello async", TASK_OK)
+    assert resp.status_code == 202, f"status {resp.status_code}, body {body[:300]!r}"
+    assert header(resp, "x-fc-async-task-id") == TASK_OK, f"x-fc-async-task-id {header(resp, 'x-fc-async-task-id')!r}"
+    rid = header(resp, "x-fc-request-id")
+    assert rid, "no x-fc-request-id header"
+    t = wait_task(FN_WORKER, TASK_OK)
+    check_task_shape(t, FN_WORKER, TASK_OK)
+    assert t.status == "Succeeded", f"status {t.status!r} ({t.task_error_message!r}); events {statuses(t)}"
+    assert t.request_id == rid, f"requestId {t.request_id!r} != the invoke's x-fc-request-id {rid!r}"
+    assert t.return_payload == "HELLO ASYNC", f"returnPayload {t.return_payload!r}"
+    assert t.task_payload == "hello async", f"taskPayload {t.task_payload!r}"
+    assert t.already_retried_times == 0, f"alreadyRetriedTimes {t.already_retried_times!r}"
+    assert is_int(t.started_time), f"startedTime {t.started_time!r} is not an int"
+    assert "Running" in statuses(t), f"no Running event: {statuses(t)}"
+    assert t.task_error_message is None, f"taskErrorMessage {t.task_error_message!r} on a success"
+    assert not t.destination_status, f"destinationStatus {t.destination_status!r} without a destination"
+    # no task id: the server makes one up, valid by the task id rule, and it is queryable
+    tid = submit_async(FN_WORKER, b"anon")
+    t = wait_task(FN_WORKER, tid)
+    check_task_shape(t, FN_WORKER, tid)
+    assert t.status == "Succeeded" and t.return_payload == "ANON", f"{t.status} {t.return_payload!r}"
+
+
+def test_async_duplicate_task_id():
+    expect_error(lambda: invoke_async(FN_WORKER, b"again", TASK_OK), "AsyncTaskAlreadyExists", 409)
+    t = get_task(FN_WORKER, TASK_OK)
+    assert t.task_payload == "hello async" and t.status == "Succeeded", \
+        f"the refused duplicate changed the task: {t.task_payload!r} {t.status!r}"
+    expect_error(lambda: invoke_async(FN_WORKER, b"x", "9starts-with-digit"), "InvalidArgument", 400)
+
+
+def test_async_get_task_errors():
+    expect_error(lambda: get_task(FN_WORKER, "nosuchtask_" + RUN_ID), "AsyncTaskNotFound", 404)
+    expect_error(lambda: get_task(ASYNC_PREFIX + "missing", TASK_OK), "FunctionNotFound", 404)
+
+
+def check_config(c, name, retries, on_success=None, on_failure=None):
+    assert isinstance(c, fc_models.AsyncConfig), f"config body is {type(c).__name__}"
+    assert c.function_arn and c.function_arn.endswith(":functions/" + name), f"functionArn {c.function_arn!r}"
+    assert is_int(c.max_async_retry_attempts) and c.max_async_retry_attempts == retries, \
+        f"maxAsyncRetryAttempts {c.max_async_retry_attempts!r} != {retries}"
+    assert is_int(c.max_async_event_age_in_seconds) and c.max_async_event_age_in_seconds == 86400, \
+        f"maxAsyncEventAgeInSeconds {c.max_async_event_age_in_seconds!r} (default 86400)"
+    assert c.created_time and c.last_modified_time, "createdTime/lastModifiedTime missing"
+    assert isinstance(c.destination_config, fc_models.DestinationConfig), f"destinationConfig {c.destination_config!r}"
+    got_s = c.destination_config.on_success.destination if c.destination_config.on_success else None
+    got_f = c.destination_config.on_failure.destination if c.destination_config.on_failure else None
+    assert (got_s, got_f) == (on_success, on_failure), f"destinations {(got_s, got_f)} != {(on_success, on_failure)}"
+
+
+def put_config(name, retries, on_success=None, on_failure=None):
+    dc = fc_models.DestinationConfig(
+        on_success=fc_models.Destination(destination=on_success) if on_success else None,
+        on_failure=fc_models.Destination(destination=on_failure) if on_failure else None,
+    )
+    body = fc_models.PutAsyncInvokeConfigInput(max_async_retry_attempts=retries, destination_config=dc)
+    return CLIENT.put_async_invoke_config(name, fc_models.PutAsyncInvokeConfigRequest(body=body))
+
+
+def test_async_invoke_config():
+    expect_error(lambda: CLIENT.get_async_invoke_config(FN_WORKER, fc_models.GetAsyncInvokeConfigRequest()),
+                 "AsyncConfigNotExists", 404)
+    sink = fn_arn(FN_SINK)
+    resp = put_config(FN_WORKER, 1, on_success=sink)
+    assert resp.status_code == 200, f"status {resp.status_code}"
+    check_config(resp.body, FN_WORKER, 1, on_success=sink)
+    c = CLIENT.get_async_invoke_config(FN_WORKER, fc_models.GetAsyncInvokeConfigRequest()).body
+    check_config(c, FN_WORKER, 1, on_success=sink)
+    put_config(FN_AFAIL, 1, on_failure=sink)
+    out = CLIENT.list_async_invoke_configs(fc_models.ListAsyncInvokeConfigsRequest(function_name=FN_WORKER)).body
+    assert isinstance(out, fc_models.ListAsyncInvokeConfigOutput), f"body is {type(out).__name__}"
+    assert len(out.configs or []) == 1, f"functionName filter listed {len(out.configs or [])} configs"
+    check_config(out.configs[0], FN_WORKER, 1, on_success=sink)
+    out = CLIENT.list_async_invoke_configs(fc_models.ListAsyncInvokeConfigsRequest(function_name=FN_AFAIL)).body
+    assert len(out.configs or []) == 1, f"functionName filter listed {len(out.configs or [])} configs"
+    check_config(out.configs[0], FN_AFAIL, 1, on_failure=sink)
+    # unsupported destination / out of range retries are refused and change nothing
+    expect_error(lambda: put_config(FN_WORKER, 1, on_success="acs:mns:cn-hangzhou:1:/queues/q/messages"),
+                 "InvalidArgument", 400)
+    expect_error(lambda: put_config(FN_WORKER, 9), "InvalidArgument", 400)
+    expect_error(lambda: put_config(ASYNC_PREFIX + "missing", 1), "FunctionNotFound", 404)
+    c = CLIENT.get_async_invoke_config(FN_WORKER, fc_models.GetAsyncInvokeConfigRequest()).body
+    check_config(c, FN_WORKER, 1, on_success=sink)
+
+
+def find_sink_record(task_id, condition):
+    """The sink's task whose payload is the destination record of `task_id`; polls until it is there."""
+    deadline = time.time() + ASYNC_WAIT_SECONDS
+    while True:
+        tasks, _ = list_all_tasks(FN_SINK, include_payload=True, limit=100)
+        for t in tasks:
+            try:
+                rec = json.loads(t.task_payload or "")
+            except ValueError:
+                continue
+            ctx = rec.get("requestContext") or {}
+            if ctx.get("taskId") == task_id:
+                assert ctx.get("condition") == condition, f"destination record condition {ctx.get('condition')!r} != {condition}"
+                return t, rec
+        assert time.time() < deadline, f"no sink task carries the destination record of {task_id} after {ASYNC_WAIT_SECONDS}s"
+        time.sleep(0.3)
+
+
+def test_async_destination_on_success():
+    submit_async(FN_WORKER, b"to the sink", TASK_DEST)
+    t = wait_task(FN_WORKER, TASK_DEST)
+    check_task_shape(t, FN_WORKER, TASK_DEST)
+    assert t.status == "Succeeded", f"status {t.status!r}; events {statuses(t)}"
+    assert t.destination_status and t.destination_status.startswith("Succeeded"), f"destinationStatus {t.destination_status!r}"
+    st, rec = find_sink_record(TASK_DEST, "Success")
+    assert rec.get("requestPayload") == "to the sink", f"record requestPayload {rec.get('requestPayload')!r}"
+    assert rec.get("responsePayload") == "TO THE SINK", f"record responsePayload {rec.get('responsePayload')!r}"
+    st = wait_task(FN_SINK, st.task_id)
+    assert st.status == "Succeeded" and st.return_payload == "sink", f"sink task {st.status} {st.return_payload!r}"
+
+
+def test_async_retry_then_failed():
+    submit_async(FN_AFAIL, b"{}", TASK_FAIL)
+    t = wait_task(FN_AFAIL, TASK_FAIL)
+    check_task_shape(t, FN_AFAIL, TASK_FAIL)
+    assert t.status == "Failed", f"status {t.status!r}; events {statuses(t)}"
+    assert t.already_retried_times == 1, f"alreadyRetriedTimes {t.already_retried_times!r} with maxAsyncRetryAttempts=1"
+    assert statuses(t).count("Running") == 2, f"expected 2 attempts (Running events): {statuses(t)}"
+    assert "Retrying" in statuses(t), f"no Retrying event: {statuses(t)}"
+    assert RAISE_MARKER in (t.task_error_message or ""), f"taskErrorMessage {t.task_error_message!r}"
+    assert t.return_payload in (None, ""), f"returnPayload {t.return_payload!r} on a failure"
+    assert t.destination_status and t.destination_status.startswith("Succeeded"), f"destinationStatus {t.destination_status!r}"
+    _, rec = find_sink_record(TASK_FAIL, "RetriesExhausted")
+    assert rec["requestContext"].get("approximateInvokeCount") == 2, f"approximateInvokeCount {rec['requestContext']!r}"
+
+
+def test_list_async_tasks():
+    for i, tid in enumerate(LIST_TASKS):
+        submit_async(FN_WORKER, f"payload {i}".encode(), tid)
+    for tid in LIST_TASKS:
+        assert wait_task(FN_WORKER, tid).status == "Succeeded", f"{tid} did not succeed"
+    # prefix + limit=1 paging + includePayload
+    tasks, pages = list_all_tasks(FN_WORKER, prefix=LIST_PREFIX, limit=1, include_payload=True)
+    ids = [t.task_id for t in tasks]
+    assert sorted(ids) == sorted(LIST_TASKS), f"prefix paging listed {ids}, expected {LIST_TASKS}"
+    assert pages >= 3, f"3 tasks with limit=1 came in {pages} page(s)"
+    assert ids == list(reversed(LIST_TASKS)), f"default order is newest first: {ids}"
+    for t in tasks:
+        check_task_shape(t, FN_WORKER, t.task_id)
+        i = LIST_TASKS.index(t.task_id)
+        assert t.task_payload == f"payload {i}", f"{t.task_id}: taskPayload {t.task_payload!r} with includePayload"
+        assert t.return_payload == f"PAYLOAD {i}", f"{t.task_id}: returnPayload {t.return_payload!r}"
+    asc = [t.task_id for t in list_tasks(FN_WORKER, prefix=LIST_PREFIX, sort_order_by_time="asc").tasks or []]
+    assert asc == LIST_TASKS, f"sortOrderByTime=asc listed {asc}"
+    # without includePayload: no payload
+    out = list_tasks(FN_WORKER, prefix=LIST_PREFIX)
+    assert len(out.tasks or []) == 3 and not out.next_token, f"{len(out.tasks or [])} tasks, nextToken {out.next_token!r}"
+    assert all(t.task_payload is None for t in out.tasks), "taskPayload listed without includePayload"
+    # status filter
+    ok = list_all_tasks(FN_WORKER, status="Succeeded", limit=100)[0]
+    ok_ids = {t.task_id for t in ok}
+    assert set(LIST_TASKS + [TASK_OK, TASK_DEST]) <= ok_ids, f"status=Succeeded misses tasks: {sorted(ok_ids)}"
+    assert all(t.status == "Succeeded" for t in ok), f"status=Succeeded listed {[t.status for t in ok]}"
+    out = list_tasks(FN_WORKER, status="Failed")
+    assert not out.tasks, f"status=Failed listed {[t.task_id for t in out.tasks]} on a function that never fails"
+    failed = list_tasks(FN_AFAIL, status="Failed").tasks or []
+    assert [t.task_id for t in failed] == [TASK_FAIL], f"status=Failed on {FN_AFAIL} listed {[t.task_id for t in failed]}"
+    expect_error(lambda: list_tasks(FN_WORKER, status="Done"), "InvalidArgument", 400)
+    # started time window (epoch ms)
+    first = get_task(FN_WORKER, LIST_TASKS[0])
+    future = int(time.time() * 1000) + 3_600_000
+    out = list_tasks(FN_WORKER, prefix=LIST_PREFIX, started_time_begin=future)
+    assert not out.tasks, f"startedTimeBegin in the future listed {[t.task_id for t in out.tasks]}"
+    out = list_tasks(FN_WORKER, prefix=LIST_PREFIX, started_time_begin=first.events[0].timestamp - 60_000, started_time_end=future)
+    assert len(out.tasks or []) == 3, f"a window around now listed {len(out.tasks or [])} of 3 tasks"
+
+
+def test_stop_async_task_running():
+    submit_async(FN_SLOW, b"6", TASK_STOP_RUNNING)
+    t = wait_task(FN_SLOW, TASK_STOP_RUNNING, until=lambda t: t.status == "Running" or t.status in FINAL_STATUSES)
+    assert t.status == "Running", f"task reached {t.status!r} before it was seen Running: {statuses(t)}"
+    resp = CLIENT.stop_async_task(FN_SLOW, TASK_STOP_RUNNING, fc_models.StopAsyncTaskRequest())
+    assert resp.status_code in (200, 204), f"StopAsyncTask status {resp.status_code}"
+    t = get_task(FN_SLOW, TASK_STOP_RUNNING)
+    assert t.status in ("Stopping", "Stopped"), f"status {t.status!r} right after StopAsyncTask"
+    t = wait_task(FN_SLOW, TASK_STOP_RUNNING)
+    check_task_shape(t, FN_SLOW, TASK_STOP_RUNNING)
+    assert t.status == "Stopped", f"status {t.status!r}; events {statuses(t)}"
+    assert "Stopping" in statuses(t), f"no Stopping event: {statuses(t)}"
+    assert t.already_retried_times == 0, f"a stopped task was retried: {t.already_retried_times}"
+    # a finished task cannot be stopped; a missing one is 404
+    expect_error(lambda: CLIENT.stop_async_task(FN_SLOW, TASK_STOP_RUNNING, fc_models.StopAsyncTaskRequest()),
+                 "InvalidArgument", 400)
+    expect_error(lambda: CLIENT.stop_async_task(FN_SLOW, "nosuchtask_" + RUN_ID, fc_models.StopAsyncTaskRequest()),
+                 "AsyncTaskNotFound", 404)
+
+
+def test_stop_async_task_early():
+    """Stopped straight after submission: whether it was still queued or already running, it ends Stopped."""
+    submit_async(FN_SLOW, b"1", TASK_STOP_EARLY)
+    CLIENT.stop_async_task(FN_SLOW, TASK_STOP_EARLY, fc_models.StopAsyncTaskRequest())
+    t = wait_task(FN_SLOW, TASK_STOP_EARLY)
+    check_task_shape(t, FN_SLOW, TASK_STOP_EARLY)
+    assert t.status == "Stopped", f"status {t.status!r}; events {statuses(t)}"
+    assert t.return_payload in (None, ""), f"returnPayload {t.return_payload!r} on a stopped task"
+    stopped = list_tasks(FN_SLOW, status="Stopped").tasks or []
+    assert sorted(x.task_id for x in stopped) == sorted([TASK_STOP_RUNNING, TASK_STOP_EARLY]), \
+        f"status=Stopped listed {[x.task_id for x in stopped]}"
+
+
+def test_delete_async_invoke_config():
+    resp = CLIENT.delete_async_invoke_config(FN_WORKER, fc_models.DeleteAsyncInvokeConfigRequest())
+    assert resp.status_code in (200, 204), f"status {resp.status_code}"
+    expect_error(lambda: CLIENT.get_async_invoke_config(FN_WORKER, fc_models.GetAsyncInvokeConfigRequest()),
+                 "AsyncConfigNotExists", 404)
+    expect_error(lambda: CLIENT.delete_async_invoke_config(FN_WORKER, fc_models.DeleteAsyncInvokeConfigRequest()),
+                 "AsyncConfigNotExists", 404)
+    out = CLIENT.list_async_invoke_configs(fc_models.ListAsyncInvokeConfigsRequest(function_name=FN_WORKER)).body
+    assert not out.configs, f"still listed after delete: {out.configs}"
+    # the other function's config is untouched
+    c = CLIENT.get_async_invoke_config(FN_AFAIL, fc_models.GetAsyncInvokeConfigRequest()).body
+    check_config(c, FN_AFAIL, 1, on_failure=fn_arn(FN_SINK))
+    CLIENT.delete_async_invoke_config(FN_AFAIL, fc_models.DeleteAsyncInvokeConfigRequest())
+
+
+def test_async_delete_functions():
+    for name in ASYNC_FUNCTIONS:
+        CLIENT.delete_function(name)
+    for name in ASYNC_FUNCTIONS:
+        expect_error(lambda n=name: get_function(n), "FunctionNotFound", 404)
+
+
 TESTS = [
     test_create_function,
     test_get_function,
@@ -340,12 +712,24 @@ TESTS = [
     test_error_wrong_secret,
     test_error_unknown_access_key,
     test_delete_functions,
+    test_async_create_functions,
+    test_async_invoke_and_get_task,
+    test_async_duplicate_task_id,
+    test_async_get_task_errors,
+    test_async_invoke_config,
+    test_async_destination_on_success,
+    test_async_retry_then_failed,
+    test_list_async_tasks,
+    test_stop_async_task_running,
+    test_stop_async_task_early,
+    test_delete_async_invoke_config,
+    test_async_delete_functions,
 ]
 
 
 def cleanup():
     """Best effort: remove whatever this run created (not counted as a test)."""
-    for name in ALL_FUNCTIONS + [FN_BAD_MEMORY]:
+    for name in ALL_FUNCTIONS + [FN_BAD_MEMORY] + ASYNC_FUNCTIONS:
         try:
             CLIENT.delete_function(name)
         except Exception:
