@@ -287,6 +287,13 @@ impl AgentConfig {
     }
 }
 
+/// `NUBIS_SECTION__KEY` → `section.key`. Only double-underscore names: single-underscore ones
+/// (`NUBIS_DATA_DIR`, `NUBIS_LISTEN`) are command-line flags' env forms. The filter must run
+/// before `split`, which turns `__` into `.`.
+fn env_provider() -> Env {
+    Env::prefixed("NUBIS_").filter(|k| k.as_str().contains("__")).split("__")
+}
+
 impl Config {
     /// Defaults, then the TOML file (if it exists; an explicit path must exist), then
     /// `NUBIS_SECTION__KEY` env vars.
@@ -296,7 +303,36 @@ impl Config {
             Some(path) => fig = fig.merge(Toml::file_exact(path)),
             None => fig = fig.merge(Toml::file("config/nubis.toml")),
         }
-        fig.merge(Env::prefixed("NUBIS_").split("__").filter(|k| k.as_str().contains("__")))
-            .extract()
+        fig.merge(env_provider()).extract()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_vars_override_sections_and_flag_forms_are_left_alone() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("NUBIS_SERVER__LISTEN", "127.0.0.1:18999");
+            jail.set_env("NUBIS_SCHEDULER__IDLE_KEEP_ALIVE_SECS", "7");
+            jail.set_env("NUBIS_KAFKA__BROKERS", "10.0.0.1:9092,10.0.0.2:9092");
+            jail.set_env("NUBIS_DISPATCHER__ENABLED", "false");
+            jail.set_env("NUBIS_DATA_DIR", "/ignored/here");
+            let c = Config::load(None).expect("loads");
+            assert_eq!(c.server.listen.to_string(), "127.0.0.1:18999");
+            assert_eq!(c.scheduler.idle_keep_alive_secs, 7);
+            assert_eq!(c.kafka.brokers, "10.0.0.1:9092,10.0.0.2:9092");
+            assert!(!c.dispatcher.enabled);
+            assert_eq!(c.server.data_dir, PathBuf::from("./data"));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn the_shipped_config_file_is_the_defaults() {
+        let shipped = Config::load(Some(Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/config/nubis.toml")))).unwrap();
+        let defaults = Config::default();
+        assert_eq!(format!("{shipped:?}"), format!("{defaults:?}"));
     }
 }

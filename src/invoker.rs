@@ -10,7 +10,7 @@ use bytes::Bytes;
 
 use crate::agent::{AgentError, InvokeRequest, InvokeResponse};
 use crate::model::FunctionRecord;
-use crate::scheduler::{AcquireError, ResourceManager};
+use crate::scheduler::{AcquireError, ResourceManager, Slot};
 
 /// Why an invocation produced no response from the function.
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +46,7 @@ pub struct Invocation {
     pub duration: Duration,
 }
 
+/// Acquire a slot and run the event in it.
 pub async fn invoke(
     rm: &ResourceManager,
     f: &FunctionRecord,
@@ -55,10 +56,25 @@ pub async fn invoke(
     want_logs: bool,
 ) -> Invocation {
     let started = Instant::now();
-    let slot = match rm.acquire(f).await {
-        Ok(s) => s,
-        Err(e) => return Invocation { result: Err(e.into()), instance_id: None, cold_start: false, duration: started.elapsed() },
-    };
+    match rm.acquire(f).await {
+        Ok(slot) => run(rm, slot, f, request_id, body, headers, want_logs, started).await,
+        Err(e) => Invocation { result: Err(e.into()), instance_id: None, cold_start: false, duration: started.elapsed() },
+    }
+}
+
+/// Run the event in an already acquired slot (the async dispatcher acquires separately, so
+/// that a shutdown can cancel the wait for a slot but never an event already in an instance).
+#[allow(clippy::too_many_arguments)]
+pub async fn run(
+    rm: &ResourceManager,
+    slot: Slot,
+    f: &FunctionRecord,
+    request_id: &str,
+    body: Bytes,
+    headers: HeaderMap,
+    want_logs: bool,
+    started: Instant,
+) -> Invocation {
     let cold_start = slot.cold_start;
     let instance_id = slot.instance().instance_id.clone();
     let req = InvokeRequest {

@@ -8,13 +8,17 @@
 //! - from the task records: one `Running` event is written before every execution, so
 //!   `runs == 1 + alreadyRetriedTimes + re-deliveries (+ attempts recorded as "not run")` must
 //!   hold for each task;
-//! - by a witness: the function reports each execution to an HTTP listener in this test (on
-//!   the Docker host, reached through the container's default gateway) before it does its work,
-//!   so an execution the records missed would show up as `witnessed > runs`.
+//! - by a witness: the function prints `EXEC <payload>` before it does its work, and the test
+//!   reads every instance's stdout from Docker (which keeps a container's log whatever happens
+//!   to the server process), before each restart removes the killed process's containers and
+//!   before the final stop; an execution the records missed would show up as `witnessed > runs`.
+//!   (No network path from the containers to the test: the test only talks to 127.0.0.1 and to
+//!   its own containers' Docker logs.)
 //!
 //! Parameterised by [`Scenario`]: the queue backend's settings (env vars for every server
 //! process) and whether the API and the dispatcher run as separate processes (then only the
-//! dispatcher is killed). Needs dockerd and the `nubis/runtime-python3` image, like tests/api.
+//! dispatcher is killed). Needs dockerd and the `nubis/runtime-python3` image, like tests/api;
+//! the Kafka variant also a broker (NUBIS_TEST_KAFKA_BROKERS, as tests/api/async_tasks.rs).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -35,7 +39,7 @@ const SUBMIT_CONCURRENCY: usize = 32;
 const FETCH_CONCURRENCY: usize = 32;
 const MAX_INSTANCES: usize = 8;
 const FUNCTION: &str = "crash-upper";
-/// The random time the dispatcher gets to work before each kill.
+/// The random time the dispatcher gets to work before each kill, from its first execution.
 const KILL_AFTER_MS: std::ops::RangeInclusive<u64> = 500..=3000;
 const FINAL_DEADLINE: Duration = Duration::from_secs(300);
 const START_DEADLINE: Duration = Duration::from_secs(60);
@@ -60,38 +64,26 @@ async fn crash_embedded_whole_server() {
     run(Scenario { name: "embedded", queue_env: vec![], split: false }).await;
 }
 
-// The Kafka variant, once that backend exists (broker settings as src/config.rs names them):
-//
-// #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-// #[ignore = "needs a Kafka broker (NUBIS_TEST_KAFKA_BROKERS)"]
-// async fn crash_kafka_dispatcher_alone() {
-//     let brokers = std::env::var("NUBIS_TEST_KAFKA_BROKERS").expect("NUBIS_TEST_KAFKA_BROKERS");
-//     let env = [("NUBIS_DISPATCHER__QUEUE", "kafka"), ("NUBIS_DISPATCHER__KAFKA_BROKERS", brokers.as_str())];
-//     run(Scenario { name: "kafka", queue_env: env.map(|(k, v)| (k.into(), v.into())).into(), split: true }).await;
-// }
+/// The same on Kafka, with the dispatcher in a process of its own, killed alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_kafka_dispatcher_alone() {
+    let brokers = std::env::var("NUBIS_TEST_KAFKA_BROKERS")
+        .expect("NUBIS_TEST_KAFKA_BROKERS is not set: start a broker with `bash scripts/test-services.sh start kafka` and eval its env");
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let env = [
+        ("NUBIS_DISPATCHER__QUEUE", "kafka".to_string()),
+        ("NUBIS_KAFKA__BROKERS", brokers),
+        ("NUBIS_KAFKA__TOPIC", format!("crash-{id}")),
+        ("NUBIS_KAFKA__GROUP_ID", format!("crash-{id}")),
+    ];
+    run(Scenario { name: "kafka", queue_env: env.map(|(k, v)| (k.to_string(), v)).into(), split: true }).await;
+}
 
-/// Reports each execution to the witness before working; raises if it cannot (then the attempt
+/// Prints each execution for the witness before working (the attempt
 /// is a failure and is retried, so it is still accounted for).
-const FUNCTION_CODE: &str = r#"import os
-import urllib.request
-
-
-def _gateway():
-    # The default route's gateway is the Docker host, where the test's witness listens.
-    with open("/proc/net/route") as f:
-        for line in f.read().splitlines()[1:]:
-            fields = line.split()
-            if fields[1] == "00000000":
-                g = int(fields[2], 16)
-                return ".".join(str(g >> s & 255) for s in (0, 8, 16, 24))
-    raise RuntimeError("no default route")
-
-
-WITNESS = "http://%s:%s/run" % (_gateway(), os.environ["WITNESS_PORT"])
-
-
+const FUNCTION_CODE: &str = r#"
 def handler(event, context):
-    urllib.request.urlopen(WITNESS, data=event, timeout=5).read()
+    print("EXEC " + event.decode(), flush=True)
     return event.upper()
 "#;
 
@@ -107,16 +99,16 @@ async fn run(sc: Scenario) {
     let started = Instant::now();
     let mut h = Harness::new(&sc);
     let key = h.create_key();
-    let witness = Witness::start().await;
+    let witness = Witness::default();
 
     // Intake: an API-only server (dispatcher off), so the whole backlog is queued before the
     // first kill and every kill lands while there is work in progress.
     let api_node = h.node_id("api");
     let api = h.start("api", &api_node, false).await;
     let client = Client::new(api.addr, &key);
-    create_function(&client, witness.port).await;
+    create_function(&client).await;
     let t = Instant::now();
-    let results: Vec<(usize, u16, String)> = stream::iter(0..TASKS)
+    let refused: Vec<String> = stream::iter(0..TASKS)
         .map(|i| {
             let c = client.clone();
             async move {
@@ -130,17 +122,25 @@ async fn run(sc: Scenario) {
                         payload(i).into_bytes(),
                     )
                     .await;
-                let echoed = r.header("x-fc-async-task-id").unwrap_or_default().to_string();
-                (i, r.status, if r.status == 202 && echoed == id { String::new() } else { format!("{} {}", r.status, r.text()) })
+                let accepted = r.status == 202 && r.header("x-fc-async-task-id") == Some(id.as_str());
+                (!accepted).then(|| format!("{id}: {} {}", r.status, r.text()))
             }
         })
         .buffer_unordered(SUBMIT_CONCURRENCY)
+        .filter_map(|refused| async move { refused })
         .collect()
         .await;
-    let refused: Vec<_> = results.iter().filter(|(_, _, e)| !e.is_empty()).collect();
     assert!(refused.is_empty(), "{} of {TASKS} async invocations not accepted, e.g. {:?}", refused.len(), &refused[..refused.len().min(5)]);
-    let accepted = results.len();
+    let accepted = TASKS;
     println!("crash test ({}): accepted {accepted} async invocations in {:.1}s", sc.name, t.elapsed().as_secs_f64());
+    let early: Vec<_> = client.list_statuses().await.into_iter().filter(|(_, s)| s != "Enqueued").collect();
+    assert!(
+        early.is_empty(),
+        "the intake server runs no dispatcher (NUBIS_DISPATCHER__ENABLED=false), yet {} tasks left Enqueued, e.g. {:?}: \
+         are NUBIS_* settings ignored?",
+        early.len(),
+        &early[..early.len().min(5)]
+    );
 
     let mut api = Some(api);
     if !sc.split {
@@ -152,16 +152,28 @@ async fn run(sc: Scenario) {
     let mut worker = h.start("worker", &worker_node, true).await;
     let mut kills_mid_processing = 0;
     for k in 1..=KILLS {
+        let observer = Client::new(api.as_ref().map_or(worker.addr, |a| a.addr), &key);
+        // The random moment counts from when this dispatcher has started executing (a fresh
+        // process may first wait for its instances, or for its share of a Kafka group).
+        let (up, executed) = (Instant::now(), witness.scan(&h.node_ids).await);
+        let deadline = up + START_DEADLINE;
+        while witness.scan(&h.node_ids).await == executed && observer.any_live_task().await {
+            assert!(Instant::now() < deadline, "no execution {START_DEADLINE:?} after the worker (re)started\n{}", h.logs());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let resumed = up.elapsed();
         let wait = rand::random_range(KILL_AFTER_MS);
         tokio::time::sleep(Duration::from_millis(wait)).await;
-        let observer = Client::new(api.as_ref().map_or(worker.addr, |a| a.addr), &key);
         let pending = observer.any_live_task().await;
         h.kill(worker);
         kills_mid_processing += usize::from(pending);
+        // Read the killed process's instances before the restart removes them as orphans.
+        witness.scan(&h.node_ids).await;
         println!(
-            "crash test ({}): kill -9 #{k} of the {} after {wait} ms of processing{}",
+            "crash test ({}): kill -9 #{k} of the {}, {wait} ms after it began executing ({} ms after it was up){}",
             sc.name,
             if sc.split { "dispatcher" } else { "server" },
+            resumed.as_millis(),
             if pending { "" } else { " (every task was already final)" }
         );
         worker = h.start("worker", &worker_node, true).await;
@@ -195,6 +207,7 @@ async fn run(sc: Scenario) {
 
     // The witness first, then the records: every execution witnessed here had its Running
     // event written before it started, so the records read afterwards include it.
+    witness.scan(&h.node_ids).await;
     let witnessed = witness.counts();
     let tasks: Vec<(usize, Option<Value>)> = stream::iter(0..TASKS)
         .map(|i| {
@@ -223,7 +236,7 @@ async fn run(sc: Scenario) {
         let redelivered = events.iter().filter(|e| e["status"] == "Running" && detail(e).starts_with(REDELIVERED)).count();
         // A platform failure (no instance, ...) is recorded as "not run" and does not use up a retry.
         let unrun = events.iter().filter(|e| e["status"] == "Retrying" && detail(e).starts_with("not run")).count();
-        let retried = t["alreadyRetriedTimes"].as_u64().unwrap_or(u64::MAX) as usize;
+        let retried = t["alreadyRetriedTimes"].as_u64().expect("alreadyRetriedTimes") as usize;
         let seen = witnessed.get(&payload(*i)).copied().unwrap_or(0);
         runs_total += runs;
         redeliveries += redelivered;
@@ -274,13 +287,12 @@ async fn run(sc: Scenario) {
     h.finish();
 }
 
-async fn create_function(c: &Client, witness_port: u16) {
+async fn create_function(c: &Client) {
     use base64::Engine;
     let zip = nubis::codestore::package::build_zip(&[("index.py", FUNCTION_CODE.as_bytes(), 0o755)]);
     let body = json!({
         "functionName": FUNCTION, "runtime": "python3.10", "handler": "index.handler",
         "memorySize": 128, "timeout": 10,
-        "environmentVariables": {"WITNESS_PORT": witness_port.to_string()},
         "code": {"zipFile": base64::engine::general_purpose::STANDARD.encode(zip)},
     });
     let r = c.request("POST", "/2023-03-30/functions", "", &[("content-type", "application/json")], body.to_string().into_bytes()).await;
@@ -340,8 +352,15 @@ impl Harness {
 
     fn command(&self) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_nubis"));
-        // Not the repository's config/nubis.toml: only defaults and our env.
-        c.current_dir(&self.root).env_remove("NUBIS_CONFIG").envs(self.env.iter().map(|(k, v)| (k, v)));
+        // Not the repository's config/nubis.toml, nor NUBIS_* settings of the caller's
+        // environment: only defaults and our env.
+        c.current_dir(&self.root);
+        for (k, _) in std::env::vars_os() {
+            if k.to_string_lossy().starts_with("NUBIS_") {
+                c.env_remove(k);
+            }
+        }
+        c.envs(self.env.iter().map(|(k, v)| (k, v)));
         if std::env::var_os("RUST_LOG").is_none() {
             c.env("RUST_LOG", "info");
         }
@@ -436,7 +455,7 @@ impl Harness {
     /// Passed: the temp dir goes.
     fn finish(mut self) {
         assert!(self.live.is_empty());
-        if std::env::var_os("TMP_KEEP").is_none() { self.dir.take(); }
+        self.dir.take();
     }
 }
 
@@ -455,7 +474,7 @@ impl Drop for Harness {
             })
             .join();
         }
-        if let Some(dir) = self.dir.take().filter(|_| std::thread::panicking() || std::env::var_os("TMP_KEEP").is_some()) {
+        if let Some(dir) = self.dir.take() {
             eprintln!("crash test failed; kept {} (data dir, process logs)", dir.keep().display());
         }
     }
@@ -482,31 +501,49 @@ async fn remove_containers(node_ids: &[String]) -> Vec<String> {
 }
 
 /// Counts the function's execution reports by payload.
+/// Counts executions from the instances' own stdout, as Docker keeps it: per container, the
+/// latest full count of `EXEC <payload>` lines (a container's log only grows until it is
+/// removed, and the test scans before anything it cares about is removed).
+#[derive(Default)]
 struct Witness {
-    port: u16,
-    counts: Arc<Mutex<HashMap<String, usize>>>,
+    per_container: Mutex<HashMap<String, HashMap<String, usize>>>,
 }
 
 impl Witness {
-    async fn start() -> Self {
-        let counts: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
-        let c = counts.clone();
-        let app = axum::Router::new().route(
-            "/run",
-            axum::routing::post(move |body: bytes::Bytes| async move {
-                *c.lock().unwrap().entry(String::from_utf8_lossy(&body).into_owned()).or_default() += 1;
-                "ok"
-            }),
-        );
-        // Containers reach it through their bridge gateway, so not just loopback.
-        let listener = tokio::net::TcpListener::bind("0.0.0.0:0").await.expect("binding the witness");
-        let port = listener.local_addr().unwrap().port();
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        Self { port, counts }
+    /// Re-read every container of these nodes; returns the total executions seen so far.
+    async fn scan(&self, node_ids: &[String]) -> usize {
+        use bollard::query_parameters::{ListContainersOptions, LogsOptions};
+        let docker = bollard::Docker::connect_with_local_defaults().unwrap().negotiate_version().await.unwrap();
+        for node in node_ids {
+            let filters = HashMap::from([("label".to_string(), vec![format!("nubis.node={node}")])]);
+            let opts = ListContainersOptions { all: true, filters: Some(filters), ..Default::default() };
+            for c in docker.list_containers(Some(opts)).await.unwrap_or_default() {
+                let Some(id) = c.id else { continue };
+                let mut counts: HashMap<String, usize> = HashMap::new();
+                let mut logs = docker.logs(&id, Some(LogsOptions { stdout: true, ..Default::default() }));
+                let mut text = String::new();
+                while let Some(Ok(chunk)) = logs.next().await {
+                    text.push_str(&String::from_utf8_lossy(&chunk.into_bytes()));
+                }
+                for line in text.lines() {
+                    if let Some(p) = line.trim().strip_prefix("EXEC ") {
+                        *counts.entry(p.to_string()).or_default() += 1;
+                    }
+                }
+                self.per_container.lock().unwrap().insert(id, counts);
+            }
+        }
+        self.counts().values().sum()
     }
 
     fn counts(&self) -> HashMap<String, usize> {
-        self.counts.lock().unwrap().clone()
+        let mut all: HashMap<String, usize> = HashMap::new();
+        for counts in self.per_container.lock().unwrap().values() {
+            for (p, n) in counts {
+                *all.entry(p.clone()).or_default() += n;
+            }
+        }
+        all
     }
 }
 

@@ -304,30 +304,49 @@ impl Dispatcher {
             s.queue.retry_after(d, Duration::from_millis(200)).await?;
             return Ok(HandleOutcome::Requeued);
         };
-        // From here the function's own timeout bounds the work: lease it for that long.
+        // From here a slot wait and then the function's own timeout bound the work: lease it.
         s.queue.extend(d, Duration::from_secs(u64::from(f.config.timeout)) + s.cfg.lease()).await?;
-        // Running here means an earlier delivery started the function and never recorded how it
-        // ended (its dispatcher died or its lease ran out): this run is a duplicate, say so.
-        let detail = if task.status == TaskStatus::Running {
-            format!("{REDELIVERED} (delivery {}): the previous attempt ended without a recorded outcome", d.deliveries)
-        } else {
-            format!("attempt {}", task.already_retried_times + 1)
+        let started = std::time::Instant::now();
+        // Shutting down cancels the wait for a slot (the message goes back at once, the task
+        // keeps its state), never an event already in an instance: that one finishes within
+        // the shutdown grace period.
+        let acquired = tokio::select! {
+            a = s.rm.acquire(&f) => a,
+            _ = cancel.cancelled() => {
+                s.queue.retry_after(d, Duration::ZERO).await?;
+                return Ok(HandleOutcome::Requeued);
+            }
         };
-        let started = TaskChange { started_ms: task.started_ms.or(Some(now_ms())), ..change(TaskStatus::Running, &detail) };
-        let from = [TaskStatus::Enqueued, TaskStatus::Dequeued, TaskStatus::Retrying, TaskStatus::Running];
-        if !s.store.transition_task(&task.function_name, &task.task_id, &from, &started).await? {
-            // Stopped in the meantime.
+        // The wait for a slot may have used much of the lease: renew it for the run itself.
+        s.queue.extend(d, Duration::from_secs(u64::from(f.config.timeout)) + s.cfg.lease()).await?;
+        // Label the run by the state it starts from, decided by the guarded write itself (not by
+        // the snapshot read above: two live deliveries of one task may both have read Enqueued).
+        // From Running it repeats a run whose outcome was never recorded (its dispatcher died, or
+        // its lease ran out): a duplicate, recorded as such.
+        let started_ms = task.started_ms.or(Some(now_ms()));
+        let first = TaskChange {
+            started_ms,
+            ..change(TaskStatus::Running, &format!("attempt {}", task.already_retried_times + 1))
+        };
+        let waiting = [TaskStatus::Enqueued, TaskStatus::Dequeued, TaskStatus::Retrying];
+        let repeat = TaskChange {
+            started_ms,
+            ..change(
+                TaskStatus::Running,
+                &format!("{REDELIVERED} (delivery {}): the previous attempt ended without a recorded outcome", d.deliveries),
+            )
+        };
+        let recorded = s.store.transition_task(&task.function_name, &task.task_id, &waiting, &first).await?
+            || s.store.transition_task(&task.function_name, &task.task_id, &[TaskStatus::Running], &repeat).await?;
+        if !recorded {
+            // Stopped or finished in the meantime.
             s.queue.ack(d).await?;
             return Ok(HandleOutcome::Dropped);
         }
         let payload = Bytes::from(decode(&msg.payload));
-        let inv = tokio::select! {
-            inv = invoker::invoke(&s.rm, &f, &task.request_id, payload, axum::http::HeaderMap::new(), false) => inv,
-            _ = cancel.cancelled() => {
-                // Shutting down: hand the message back now rather than after its lease.
-                s.queue.retry_after(d, Duration::ZERO).await?;
-                return Ok(HandleOutcome::Requeued);
-            }
+        let inv = match acquired {
+            Ok(slot) => invoker::run(&s.rm, slot, &f, &task.request_id, payload, axum::http::HeaderMap::new(), false, started).await,
+            Err(e) => invoker::Invocation { result: Err(e.into()), instance_id: None, cold_start: false, duration: started.elapsed() },
         };
         match inv.result {
             Ok(r) if !r.function_error => {

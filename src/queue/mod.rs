@@ -1,9 +1,11 @@
 //! The async invocation queue: an outside seam with two backends, [`embedded::EmbeddedQueue`]
-//! (a table in the metadata SQLite database) now, Kafka later.
+//! (a table in the metadata SQLite database) and [`kafka::KafkaQueue`] (a topic and a consumer
+//! group on any Kafka-protocol broker).
 //!
 //! Delivery is at-least-once with leases: a received message is invisible to other receivers
 //! until it is acked (done), put back with [`Queue::retry_after`], or its lease runs out, after
-//! which it is delivered again with `deliveries` counting up. Consumers must therefore be
+//! which it is delivered again with `deliveries` counting up (Kafka: the consumer group's
+//! session is the lease, and an uncommitted offset is read again). Consumers must therefore be
 //! idempotent; the async dispatcher gets that from the task record's guarded transitions.
 //!
 //! The `key` partitions the queue so one busy function cannot starve the others: a receive

@@ -86,6 +86,8 @@ struct Inner {
     node_cpu: f64,
     pools: Mutex<HashMap<String, Pool>>,
     tracker: TaskTracker,
+    /// Set by `stop_all`: no new instances; one that finishes starting is stopped at once.
+    stopping: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Clone)]
@@ -193,6 +195,7 @@ impl ResourceManager {
                 node_cpu,
                 pools: Mutex::new(HashMap::new()),
                 tracker,
+                stopping: std::sync::atomic::AtomicBool::new(false),
             }),
         }
     }
@@ -208,6 +211,9 @@ impl ResourceManager {
         let deadline = Instant::now() + inner.cfg.acquire_timeout();
         let mut cold_start = false;
         loop {
+            if inner.stopping.load(std::sync::atomic::Ordering::SeqCst) {
+                return Err(AcquireError::ShuttingDown);
+            }
             let start = {
                 let mut pools = inner.pools.lock().expect("pools lock");
                 let snapshot = inner.snapshot(&pools, name);
@@ -312,6 +318,13 @@ impl ResourceManager {
 
     fn finish_start(&self, name: &str, inst: Option<Instance>) {
         let mut pools = self.inner.pools.lock().expect("pools lock");
+        if self.inner.stopping.load(std::sync::atomic::Ordering::SeqCst) {
+            // stop_all has already emptied the table: this instance would be left running.
+            if let Some(inst) = inst {
+                self.inner.stop_later(inst.info.instance_id);
+            }
+            return;
+        }
         let pool = pools.entry(name.to_string()).or_default();
         pool.starting -= 1;
         if let Some(mut inst) = inst {
@@ -395,6 +408,7 @@ impl ResourceManager {
     pub async fn stop_all(&self) {
         let all: Vec<String> = {
             let mut pools = self.inner.pools.lock().expect("pools lock");
+            self.inner.stopping.store(true, std::sync::atomic::Ordering::SeqCst);
             pools.drain().flat_map(|(_, p)| p.instances.into_iter().map(|i| i.info.instance_id)).collect()
         };
         let node = &self.inner.node;
