@@ -1,0 +1,803 @@
+//! End-to-end async invocation throughput (issue #3): events accepted (202) → task Succeeded,
+//! per second, on each queue backend, with a trivial function. Not a test: it prints a table
+//! and the ratio against a baseline measured in the same run on the same server and function.
+//!
+//! What one run of a backend does:
+//! 1. Starts the real `nubis` binary (the one cargo builds with this bench, or `NUBIS_BIN`) as a
+//!    subprocess on 127.0.0.1 with a fresh data dir and node id, after `nubis admin create-key`.
+//! 2. Creates a trivial function (default: `custom.debian12` running a Node.js `http` one-liner
+//!    with `instanceConcurrency` 100; `--runtime python`: a python3.10 handler returning "ok").
+//! 3. Baseline: N synchronous InvokeFunction calls at client concurrency C (calls/s). Sync and
+//!    async share the execution path (`invoker::invoke`: slot → instance HTTP round trip), so this
+//!    is the ceiling async could reach if queueing and task bookkeeping cost nothing.
+//! 4. Async: N async InvokeFunction calls at the same concurrency, timed from the first submit
+//!    to the `end_ms` of the last task to reach Succeeded (end-to-end events/s); the submit rate
+//!    alone is reported as accept/s.
+//! 5. Split (unless `--no-split`): on a second fresh server with the dispatcher disabled, N
+//!    events are only accepted (accept-only/s: queue write + task insert, nothing else running);
+//!    then a server with the dispatcher enabled is started on the same data dir (same Kafka
+//!    topic and group) and drains them (drain/s, measured over the last 90% of completions so
+//!    the instance's cold start and the consumer's group join are left out). That separates the
+//!    cost of accepting from the cost of dispatching.
+//!
+//! Completion is detected by reading the server's SQLite database directly (read-only,
+//! `SELECT COUNT(*) FROM async_tasks WHERE status = 'Succeeded'`). This is a measuring tool, not
+//! the product: ListAsyncTasks pages of 100 would cost the server more than the thing measured.
+//!
+//! Only 127.0.0.1 is contacted: the server, its containers (via Docker) and, for `kafka`, the
+//! local broker of `scripts/test-services.sh`. See bench/README.md and BENCHMARKS.md.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method};
+use bytes::Bytes;
+use clap::{Parser, ValueEnum};
+use nubis::api::auth::sign_request;
+use nubis::codestore::package::build_zip;
+use serde_json::{Value, json};
+use sqlx::Row;
+use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
+
+#[derive(Parser, Debug, Clone)]
+#[command(name = "async_throughput", about = "End-to-end async invocation throughput of Nubis")]
+struct Args {
+    /// Queue backend(s) to measure.
+    #[arg(long, value_enum, default_value_t = BackendArg::Both)]
+    backend: BackendArg,
+    /// Events per measurement (the sync baseline makes as many calls).
+    #[arg(long, default_value_t = 5000)]
+    events: usize,
+    /// Client concurrency: requests in flight from the benchmark client.
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+    /// The trivial function: a Node.js HTTP server on custom.debian12, or a python3.10 handler.
+    #[arg(long, value_enum, default_value_t = Runtime::Custom)]
+    runtime: Runtime,
+    /// The function's instanceConcurrency (requests one instance serves at once, 1..=200).
+    #[arg(long, default_value_t = 100)]
+    instance_concurrency: u32,
+    /// The function's vCPU limit (a multiple of 0.05). The default lets one instance use the
+    /// whole 2-core machine, so the function's CPU quota is not what is measured.
+    #[arg(long, default_value_t = 2.0)]
+    function_cpu: f64,
+    /// Server: NUBIS_DISPATCHER__MAX_IN_FLIGHT (async invocations dispatched at once).
+    #[arg(long, default_value_t = 100)]
+    max_in_flight: usize,
+    /// Server: NUBIS_SCHEDULER__MAX_INSTANCES_PER_FUNCTION.
+    #[arg(long, default_value_t = 2)]
+    max_instances: usize,
+    /// Kafka bootstrap servers; default: NUBIS_TEST_KAFKA_BROKERS (scripts/test-services.sh env).
+    #[arg(long, env = "NUBIS_TEST_KAFKA_BROKERS")]
+    kafka_brokers: Option<String>,
+    /// Skip the split accept-only / drain-only measurement.
+    #[arg(long)]
+    no_split: bool,
+    /// Worker threads of the benchmark client's runtime (it shares the cores with the server
+    /// and the function; 1 keeps its share small and stable).
+    #[arg(long, default_value_t = 1)]
+    client_threads: usize,
+    /// Give up on a measurement after this long.
+    #[arg(long, default_value_t = 600)]
+    timeout_secs: u64,
+    /// The server binary; default: the `nubis` cargo built with this bench.
+    #[arg(long, env = "NUBIS_BIN")]
+    nubis_bin: Option<PathBuf>,
+    /// Passed by `cargo bench`; ignored.
+    #[arg(long, hide = true)]
+    bench: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum BackendArg {
+    Embedded,
+    Kafka,
+    Both,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Backend {
+    Embedded,
+    Kafka,
+}
+
+impl Backend {
+    fn name(self) -> &'static str {
+        match self {
+            Backend::Embedded => "embedded",
+            Backend::Kafka => "kafka",
+        }
+    }
+    /// The issue's aim on a 2-core machine.
+    fn target(self) -> f64 {
+        match self {
+            Backend::Embedded => 3000.0,
+            Backend::Kafka => 10_000.0,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum Runtime {
+    Custom,
+    Python,
+}
+
+const FUNCTION: &str = "bench-trivial";
+
+/// A minimal HTTP/1.1 keep-alive server answering every request with "ok". keepAliveTimeout 0:
+/// never close an idle pooled connection under the platform (Node's default is 5 s).
+const NODE_SERVER: &str = r#"const http = require('http');
+const s = http.createServer((req, res) => {
+  req.on('data', () => {});
+  req.on('end', () => { res.writeHead(200, {'content-type': 'text/plain', 'content-length': 2}); res.end('ok'); });
+});
+s.keepAliveTimeout = 0;
+s.listen(Number(process.env.FC_SERVER_PORT || 9000), '0.0.0.0');
+"#;
+
+const PY_HANDLER: &str = "def handler(event, context):\n    return 'ok'\n";
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(args.client_threads.max(1)).enable_all().build()?;
+    rt.block_on(run(args))
+}
+
+async fn run(args: Args) -> Result<()> {
+    let bin = match &args.nubis_bin {
+        Some(p) => p.clone(),
+        None => PathBuf::from(env!("CARGO_BIN_EXE_nubis")),
+    };
+    if !bin.exists() {
+        bail!("server binary {} not found (build it: cargo build --release --bin nubis, or set NUBIS_BIN)", bin.display());
+    }
+    let backends: Vec<Backend> = match args.backend {
+        BackendArg::Embedded => vec![Backend::Embedded],
+        BackendArg::Kafka => vec![Backend::Kafka],
+        BackendArg::Both => vec![Backend::Embedded, Backend::Kafka],
+    };
+    if backends.contains(&Backend::Kafka) && args.kafka_brokers.is_none() {
+        bail!(
+            "the kafka backend needs a broker: `bash scripts/test-services.sh start kafka` then \
+             `eval \"$(bash scripts/test-services.sh env)\"` (sets NUBIS_TEST_KAFKA_BROKERS), or pass --kafka-brokers"
+        );
+    }
+    println!("# Nubis async throughput benchmark");
+    println!("server binary: {}", bin.display());
+    println!("machine: {} cores, {}; load average at start: {}", nproc(), mem_total(), loadavg());
+    println!(
+        "events {}, client concurrency {}, runtime {:?}, instanceConcurrency {}, function cpu {}, \
+         max_in_flight {}, max_instances_per_function {}, client threads {}",
+        args.events,
+        args.concurrency,
+        args.runtime,
+        args.instance_concurrency,
+        args.function_cpu,
+        args.max_in_flight,
+        args.max_instances,
+        args.client_threads
+    );
+    let mut results = Vec::new();
+    for b in backends {
+        println!("\n## backend {}", b.name());
+        let r = bench_backend(&args, &bin, b).await.with_context(|| format!("backend {}", b.name()))?;
+        results.push(r);
+    }
+    println!("\nload average at end: {}", loadavg());
+    println!("\n## Results\n");
+    println!(
+        "| backend | runtime | events | concurrency | accept/s | end-to-end events/s | sync baseline calls/s | e2e / sync | accept-only/s | drain-only/s | p50 / p99 accept→Succeeded ms | target | met |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    for r in &results {
+        let split = |v: Option<f64>| v.map(|v| format!("{v:.0}")).unwrap_or_else(|| "-".into());
+        println!(
+            "| {} | {:?} | {} | {} | {:.0} | {:.0} | {:.0} | {:.2} | {} | {} | {} / {} | {:.0} | {} |",
+            r.backend.name(),
+            args.runtime,
+            args.events,
+            args.concurrency,
+            r.accept_rate,
+            r.e2e_rate,
+            r.sync_rate,
+            r.e2e_rate / r.sync_rate,
+            split(r.accept_only),
+            split(r.drain_only),
+            r.latency_p50_ms,
+            r.latency_p99_ms,
+            r.backend.target(),
+            if r.e2e_rate >= r.backend.target() { "yes" } else { "no" }
+        );
+    }
+    println!("\n## CPU per event (µs; the machine's cores / total = the most this code could do here)\n");
+    println!("| backend | phase | server | function | client | total | ceiling on {} cores (/s) |", nproc());
+    println!("|---|---|---|---|---|---|---|");
+    for r in &results {
+        for (phase, cpu, n) in &r.cpu {
+            let us = |s: f64| s * 1e6 / *n as f64;
+            let total = us(cpu.server + cpu.function + cpu.client);
+            println!(
+                "| {} | {phase} | {:.0} | {:.0} | {:.0} | {total:.0} | {:.0} |",
+                r.backend.name(),
+                us(cpu.server),
+                us(cpu.function),
+                us(cpu.client),
+                nproc() as f64 * 1e6 / total
+            );
+        }
+    }
+    Ok(())
+}
+
+struct BackendResult {
+    backend: Backend,
+    accept_rate: f64,
+    e2e_rate: f64,
+    sync_rate: f64,
+    accept_only: Option<f64>,
+    drain_only: Option<f64>,
+    latency_p50_ms: i64,
+    latency_p99_ms: i64,
+    /// (phase, CPU used during it, events or calls in it)
+    cpu: Vec<(&'static str, Cpu, usize)>,
+}
+
+async fn bench_backend(args: &Args, bin: &Path, backend: Backend) -> Result<BackendResult> {
+    let n = args.events;
+    let c = args.concurrency;
+    let timeout = Duration::from_secs(args.timeout_secs);
+
+    // --- combined run: sync baseline, then async end to end, on one server ---
+    let dir = tempfile::Builder::new().prefix("nubis-bench-").tempdir()?;
+    let kafka = KafkaTopic::new(backend);
+    let server = Server::start(bin, dir.path(), args, backend, &kafka, true).await?;
+    let outcome = async {
+        let api = server.api(c);
+        api.create_function(args).await?;
+        // Warm-up: start the instance and fill the connection pools, outside the timings.
+        drive(2 * c, c, &api, Op::Sync).await.context("warm-up")?;
+
+        let cpu0 = server.cpu();
+        let sync_time = drive(n, c, &api, Op::Sync).await.context("sync baseline")?;
+        let sync_cpu = server.cpu().since(cpu0);
+        let sync_rate = n as f64 / sync_time.as_secs_f64();
+        println!("sync baseline: {n} calls in {:.2} s = {sync_rate:.0} calls/s", sync_time.as_secs_f64());
+        println!("  {}", sync_cpu.per_event(n));
+
+        let db = open_db(dir.path()).await?;
+        let cpu0 = server.cpu();
+        let t0_ms = epoch_ms();
+        let accept_time = drive(n, c, &api, Op::Async).await.context("async submit")?;
+        let accept_rate = n as f64 / accept_time.as_secs_f64();
+        wait_succeeded(&db, n, timeout, &server).await?;
+        let async_cpu = server.cpu().since(cpu0);
+        let ends = succeeded_end_times(&db).await?;
+        let last_end = *ends.last().expect("n > 0");
+        let e2e = Duration::from_millis((last_end - t0_ms).max(1) as u64);
+        let e2e_rate = n as f64 / e2e.as_secs_f64();
+        let (p50, p99) = latency_percentiles(&db).await?;
+        println!(
+            "async: {n} accepted in {:.2} s = {accept_rate:.0}/s; all Succeeded {:.2} s after the first submit = {e2e_rate:.0} events/s \
+             (accept→Succeeded p50 {p50} ms, p99 {p99} ms); ratio to sync baseline {:.2}",
+            accept_time.as_secs_f64(),
+            e2e.as_secs_f64(),
+            e2e_rate / sync_rate
+        );
+        println!("  {}", async_cpu.per_event(n));
+        db.close().await;
+        Ok::<_, anyhow::Error>((sync_rate, accept_rate, e2e_rate, p50, p99, sync_cpu, async_cpu))
+    }
+    .await;
+    let outcome = match outcome {
+        Ok(v) => v,
+        Err(e) => {
+            server.print_log_tail();
+            server.stop().await;
+            return Err(e);
+        }
+    };
+    server.stop().await;
+    let (sync_rate, accept_rate, e2e_rate, p50, p99, sync_cpu, async_cpu) = outcome;
+    let mut cpu = vec![("sync baseline", sync_cpu, n), ("async end to end", async_cpu, n)];
+
+    // --- split run: accept only (dispatcher off), then drain only (dispatcher on) ---
+    let (accept_only, drain_only) = if args.no_split {
+        (None, None)
+    } else {
+        let s = split_run(args, bin, backend).await?;
+        cpu.push(("accept only", s.accept_cpu, n));
+        cpu.push(("drain only", s.drain_cpu, n));
+        (Some(s.accept_rate), Some(s.drain_rate))
+    };
+    Ok(BackendResult {
+        backend,
+        accept_rate,
+        e2e_rate,
+        sync_rate,
+        accept_only,
+        drain_only,
+        latency_p50_ms: p50,
+        latency_p99_ms: p99,
+        cpu,
+    })
+}
+
+struct Split {
+    accept_rate: f64,
+    accept_cpu: Cpu,
+    drain_rate: f64,
+    drain_cpu: Cpu,
+}
+
+async fn split_run(args: &Args, bin: &Path, backend: Backend) -> Result<Split> {
+    let n = args.events;
+    let c = args.concurrency;
+    let dir = tempfile::Builder::new().prefix("nubis-bench-split-").tempdir()?;
+    let kafka = KafkaTopic::new(backend);
+
+    let server = Server::start(bin, dir.path(), args, backend, &kafka, false).await?;
+    let accepted = async {
+        let api = server.api(c);
+        api.create_function(args).await?;
+        let cpu0 = server.cpu();
+        let t = drive(n, c, &api, Op::Async).await.context("async submit (dispatcher off)")?;
+        Ok::<_, anyhow::Error>((n as f64 / t.as_secs_f64(), server.cpu().since(cpu0)))
+    }
+    .await;
+    if accepted.is_err() {
+        server.print_log_tail();
+    }
+    server.stop().await;
+    let (accept_rate, accept_cpu) = accepted?;
+    println!("accept only (dispatcher disabled): {accept_rate:.0}/s");
+    println!("  {}", accept_cpu.per_event(n));
+
+    let server = Server::start(bin, dir.path(), args, backend, &kafka, true).await?;
+    let drained = async {
+        // From /health on: includes the server's own start-up work after that point and the
+        // instance's cold start (a few ms of CPU spread over 5000 events).
+        let cpu0 = server.cpu();
+        let db = open_db(dir.path()).await?;
+        wait_succeeded(&db, n, Duration::from_secs(args.timeout_secs), &server).await?;
+        let cpu = server.cpu().since(cpu0);
+        let ends = succeeded_end_times(&db).await?;
+        db.close().await;
+        // Steady state: from the 10th-percentile completion to the last one, so the instance's
+        // cold start (and, on Kafka, the consumer's group join) is not counted.
+        let k = ends.len() / 10;
+        let span_ms = (ends[ends.len() - 1] - ends[k]).max(1);
+        let rate = (ends.len() - 1 - k) as f64 / (span_ms as f64 / 1000.0);
+        let whole_ms = (ends[ends.len() - 1] - ends[0]).max(1);
+        println!(
+            "drain only (dispatcher enabled on the backlog): {rate:.0} events/s over the last 90% \
+             ({:.2} s first→last completion)",
+            whole_ms as f64 / 1000.0
+        );
+        println!("  {}", cpu.per_event(n));
+        Ok::<_, anyhow::Error>((rate, cpu))
+    }
+    .await;
+    if drained.is_err() {
+        server.print_log_tail();
+    }
+    server.stop().await;
+    let (drain_rate, drain_cpu) = drained?;
+    Ok(Split { accept_rate, accept_cpu, drain_rate, drain_cpu })
+}
+
+// ---------------------------------------------------------------------------------------------
+// The server subprocess
+
+/// Per-backend queue settings; a fresh topic and consumer group per server pair, so nothing
+/// left in the broker by another run is consumed.
+struct KafkaTopic {
+    env: Vec<(String, String)>,
+}
+
+impl KafkaTopic {
+    fn new(backend: Backend) -> Self {
+        let mut env = vec![("NUBIS_DISPATCHER__QUEUE".to_string(), backend.name().to_string())];
+        if backend == Backend::Kafka {
+            let id = uuid::Uuid::new_v4().simple().to_string();
+            env.push(("NUBIS_KAFKA__TOPIC".into(), format!("bench-{id}")));
+            env.push(("NUBIS_KAFKA__GROUP_ID".into(), format!("bench-{id}")));
+        }
+        Self { env }
+    }
+}
+
+struct Server {
+    child: tokio::process::Child,
+    addr: SocketAddr,
+    node_id: String,
+    log: PathBuf,
+    ak: String,
+    sk: String,
+}
+
+impl Server {
+    /// Start `nubis server` on a free 127.0.0.1 port over `data_dir` (a key is created the first
+    /// time) and wait for /health.
+    async fn start(bin: &Path, data_dir: &Path, args: &Args, backend: Backend, q: &KafkaTopic, dispatcher: bool) -> Result<Self> {
+        let key_file = data_dir.join("bench-key.json");
+        if !key_file.exists() {
+            let out = tokio::process::Command::new(bin)
+                .args(["admin", "create-key", "--output", "json", "--data-dir"])
+                .arg(data_dir)
+                .current_dir(data_dir)
+                .env_remove("NUBIS_CONFIG")
+                .env("RUST_LOG", "warn")
+                .output()
+                .await
+                .context("running nubis admin create-key")?;
+            if !out.status.success() {
+                bail!("nubis admin create-key failed: {}", String::from_utf8_lossy(&out.stderr));
+            }
+            std::fs::write(&key_file, &out.stdout)?;
+        }
+        let key: Value = serde_json::from_slice(&std::fs::read(&key_file)?)?;
+        let ak = key["accessKeyId"].as_str().ok_or_else(|| anyhow!("no accessKeyId in {key}"))?.to_string();
+        let sk = key["accessKeySecret"].as_str().ok_or_else(|| anyhow!("no accessKeySecret"))?.to_string();
+
+        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
+        let node_id = format!("bench-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+        let log = data_dir.join(format!("server-{port}.log"));
+        let log_file = std::fs::File::create(&log)?;
+        let mut cmd = tokio::process::Command::new(bin);
+        cmd.args(["server", "--listen", &addr.to_string(), "--node-id", &node_id, "--data-dir"])
+            .arg(data_dir)
+            // Not the repository root: config/nubis.toml must not be picked up.
+            .current_dir(data_dir)
+            .env_remove("NUBIS_CONFIG")
+            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
+            .env("NUBIS_SERVER__SHUTDOWN_GRACE_SECS", "10")
+            .env("NUBIS_AGENT__PULL_MISSING_IMAGES", "false")
+            .env("NUBIS_DISPATCHER__ENABLED", dispatcher.to_string())
+            .env("NUBIS_DISPATCHER__MAX_IN_FLIGHT", args.max_in_flight.to_string())
+            .env("NUBIS_SCHEDULER__MAX_INSTANCES_PER_FUNCTION", args.max_instances.to_string())
+            .envs(q.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdin(Stdio::null())
+            .stdout(log_file.try_clone()?)
+            .stderr(log_file)
+            .kill_on_drop(true);
+        if backend == Backend::Kafka {
+            cmd.env("NUBIS_KAFKA__BROKERS", args.kafka_brokers.as_deref().expect("checked in run"));
+        }
+        let child = cmd.spawn().with_context(|| format!("starting {}", bin.display()))?;
+        let mut server = Server { child, addr, node_id, log, ak, sk };
+        let http = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = server.child.try_wait()? {
+                server.print_log_tail();
+                bail!("the server exited during start-up ({status})");
+            }
+            if let Ok(r) = http.get(format!("http://{addr}/health")).send().await
+                && r.status().is_success()
+            {
+                break;
+            }
+            if Instant::now() > deadline {
+                server.print_log_tail();
+                server.stop().await;
+                bail!("the server did not answer /health within 60 s");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(server)
+    }
+
+    fn api(&self, concurrency: usize) -> Api {
+        let http = reqwest::Client::builder().pool_max_idle_per_host(concurrency).build().expect("client builds");
+        Api { base: format!("http://{}", self.addr), host: self.addr.to_string(), ak: self.ak.clone(), sk: self.sk.clone(), http }
+    }
+
+    fn cpu(&self) -> Cpu {
+        let server = self.child.id().map(|p| proc_cpu(&p.to_string())).unwrap_or(0.0);
+        Cpu { server, function: containers_cpu(&self.node_id), client: proc_cpu("self") }
+    }
+
+    fn print_log_tail(&self) {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        eprintln!("--- last lines of the server log {}:", self.log.display());
+        for l in &lines[lines.len().saturating_sub(30)..] {
+            eprintln!("    {l}");
+        }
+    }
+
+    /// SIGTERM (the server stops its instances), then SIGKILL if it lingers; any container of
+    /// this node id still there is removed.
+    async fn stop(mut self) {
+        if let Some(pid) = self.child.id() {
+            let _ = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+            if tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await.is_err() {
+                let _ = self.child.kill().await;
+            }
+        }
+        let out = std::process::Command::new("docker")
+            .args(["ps", "-aq", "--filter", &format!("label=nubis.node={}", self.node_id)])
+            .output();
+        if let Ok(out) = out {
+            let ids: Vec<String> = String::from_utf8_lossy(&out.stdout).split_whitespace().map(String::from).collect();
+            if !ids.is_empty() {
+                let _ = std::process::Command::new("docker").arg("rm").arg("-f").args(&ids).stdout(Stdio::null()).status();
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Signed FC API calls
+
+#[derive(Clone)]
+struct Api {
+    base: String,
+    host: String,
+    ak: String,
+    sk: String,
+    http: reqwest::Client,
+}
+
+impl Api {
+    async fn call(&self, method: Method, path: &str, headers: &[(&str, &str)], body: Vec<u8>) -> Result<(u16, HeaderMap, Bytes)> {
+        let mut h = HeaderMap::new();
+        h.insert("host", HeaderValue::from_str(&self.host)?);
+        for (k, v) in headers {
+            h.insert(HeaderName::from_bytes(k.as_bytes())?, HeaderValue::from_str(v)?);
+        }
+        sign_request(&self.ak, &self.sk, &method, path, "", &mut h, &body, chrono::Utc::now());
+        let r = self.http.request(method, format!("{}{path}", self.base)).headers(h).body(body).send().await?;
+        let status = r.status().as_u16();
+        let headers = r.headers().clone();
+        Ok((status, headers, r.bytes().await?))
+    }
+
+    async fn create_function(&self, args: &Args) -> Result<()> {
+        let mut body = match args.runtime {
+            Runtime::Custom => json!({
+                "runtime": "custom.debian12", "handler": "not.used",
+                "customRuntimeConfig": {"command": ["node", "/code/server.js"], "port": 9000},
+                "code": {"zipFile": b64(&build_zip(&[("server.js", NODE_SERVER.as_bytes(), 0o644)]))},
+            }),
+            Runtime::Python => json!({
+                "runtime": "python3.10", "handler": "index.handler",
+                "code": {"zipFile": b64(&build_zip(&[("index.py", PY_HANDLER.as_bytes(), 0o644)]))},
+            }),
+        };
+        let extra = json!({
+            "functionName": FUNCTION, "memorySize": 512, "cpu": args.function_cpu, "timeout": 30,
+            "instanceConcurrency": args.instance_concurrency,
+        });
+        body.as_object_mut().expect("object").extend(extra.as_object().expect("object").clone());
+        let (status, _, resp) = self
+            .call(Method::POST, "/2023-03-30/functions", &[("content-type", "application/json")], body.to_string().into_bytes())
+            .await?;
+        if status != 200 {
+            bail!("CreateFunction: {status} {}", String::from_utf8_lossy(&resp));
+        }
+        Ok(())
+    }
+
+    async fn invoke_sync(&self, i: usize) -> Result<()> {
+        let path = format!("/2023-03-30/functions/{FUNCTION}/invocations");
+        let (status, h, body) =
+            self.call(Method::POST, &path, &[("content-type", "application/octet-stream")], event(i)).await?;
+        if status != 200 || h.contains_key("x-fc-error-type") || &body[..] != b"ok" {
+            bail!("sync invoke: {status} {:?} {}", h.get("x-fc-error-type"), String::from_utf8_lossy(&body));
+        }
+        Ok(())
+    }
+
+    async fn invoke_async(&self, i: usize) -> Result<()> {
+        let path = format!("/2023-03-30/functions/{FUNCTION}/invocations");
+        let headers = [("content-type", "application/octet-stream"), ("x-fc-invocation-type", "Async")];
+        let (status, _, body) = self.call(Method::POST, &path, &headers, event(i)).await?;
+        if status != 202 {
+            bail!("async invoke: {status} {}", String::from_utf8_lossy(&body));
+        }
+        Ok(())
+    }
+}
+
+fn event(i: usize) -> Vec<u8> {
+    format!("{{\"i\":{i}}}").into_bytes()
+}
+
+fn b64(b: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(b)
+}
+
+#[derive(Clone, Copy)]
+enum Op {
+    Sync,
+    Async,
+}
+
+/// Make calls `0..n` with at most `c` in flight; the wall time of the whole batch.
+async fn drive(n: usize, c: usize, api: &Api, op: Op) -> Result<Duration> {
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let workers: Vec<_> = (0..c.max(1))
+        .map(|_| {
+            let (next, api) = (next.clone(), api.clone());
+            tokio::spawn(async move {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= n {
+                        return Ok::<_, anyhow::Error>(());
+                    }
+                    match op {
+                        Op::Sync => api.invoke_sync(i).await?,
+                        Op::Async => api.invoke_async(i).await?,
+                    }
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.await??;
+    }
+    Ok(started.elapsed())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reading progress straight from the server's database (read-only; see the module docs)
+
+async fn open_db(data_dir: &Path) -> Result<SqlitePool> {
+    let opts = SqliteConnectOptions::from_str(&format!("sqlite://{}", data_dir.join("nubis.db").display()))?.read_only(true);
+    Ok(SqlitePoolOptions::new().max_connections(1).connect_with(opts).await?)
+}
+
+/// Wait until `n` tasks are Succeeded; fail fast on a task in a final non-success state or when
+/// nothing has progressed for a minute.
+async fn wait_succeeded(db: &SqlitePool, n: usize, timeout: Duration, server: &Server) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    let (mut last, mut last_change) = (0i64, Instant::now());
+    loop {
+        let rows = sqlx::query("SELECT status, COUNT(*) FROM async_tasks GROUP BY status").fetch_all(db).await?;
+        let mut succeeded = 0;
+        let mut summary = Vec::new();
+        for r in &rows {
+            let (s, k): (String, i64) = (r.try_get(0)?, r.try_get(1)?);
+            if s == "Succeeded" {
+                succeeded = k;
+            }
+            if matches!(s.as_str(), "Failed" | "Expired" | "Invalid" | "Stopped") {
+                server.print_log_tail();
+                bail!("{k} task(s) ended {s}; statuses: {}", status_summary(&rows));
+            }
+            summary.push(format!("{s}={k}"));
+        }
+        if succeeded as usize >= n {
+            return Ok(());
+        }
+        if succeeded != last {
+            (last, last_change) = (succeeded, Instant::now());
+        }
+        if Instant::now() > deadline || last_change.elapsed() > Duration::from_secs(60) {
+            bail!("gave up waiting: {} of {n} Succeeded ({})", succeeded, summary.join(" "));
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+fn status_summary(rows: &[sqlx::sqlite::SqliteRow]) -> String {
+    rows.iter()
+        .map(|r| format!("{}={}", r.try_get::<String, _>(0).unwrap_or_default(), r.try_get::<i64, _>(1).unwrap_or_default()))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+async fn succeeded_end_times(db: &SqlitePool) -> Result<Vec<i64>> {
+    let rows = sqlx::query("SELECT end_ms FROM async_tasks WHERE status = 'Succeeded' ORDER BY end_ms").fetch_all(db).await?;
+    rows.iter().map(|r| Ok(r.try_get::<i64, _>(0)?)).collect()
+}
+
+/// p50 and p99 of accept → Succeeded (task created_ms → end_ms), ms.
+async fn latency_percentiles(db: &SqlitePool) -> Result<(i64, i64)> {
+    let rows =
+        sqlx::query("SELECT end_ms - created_ms FROM async_tasks WHERE status = 'Succeeded' ORDER BY 1").fetch_all(db).await?;
+    let v: Vec<i64> = rows.iter().map(|r| r.try_get::<i64, _>(0)).collect::<Result<_, _>>()?;
+    let at = |p: f64| v[((v.len() as f64 * p) as usize).min(v.len() - 1)];
+    Ok((at(0.50), at(0.99)))
+}
+
+// ---------------------------------------------------------------------------------------------
+// CPU accounting: CPU time per event does not depend on what else the machine runs, unlike
+// events/s, and 2 cores / (CPU per event) is the ceiling the code allows on a 2-core machine.
+
+/// CPU seconds used so far by the server process, the function's containers and this client.
+#[derive(Clone, Copy, Default)]
+struct Cpu {
+    server: f64,
+    function: f64,
+    client: f64,
+}
+
+impl Cpu {
+    fn since(self, before: Cpu) -> Cpu {
+        Cpu { server: self.server - before.server, function: self.function - before.function, client: self.client - before.client }
+    }
+    /// "server 812 + function 95 + client 130 = 1037 µs CPU/event (ceiling on 2 cores: 1929/s)"
+    fn per_event(self, n: usize) -> String {
+        let us = |s: f64| s * 1e6 / n as f64;
+        let total = us(self.server + self.function + self.client);
+        format!(
+            "CPU per event: server {:.0} + function {:.0} + client {:.0} = {total:.0} µs (ceiling on {} cores: {:.0}/s)",
+            us(self.server),
+            us(self.function),
+            us(self.client),
+            nproc(),
+            nproc() as f64 * 1e6 / total
+        )
+    }
+}
+
+/// utime + stime of a process (all its threads), seconds.
+fn proc_cpu(pid: &str) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return 0.0 };
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0) + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+    ticks / 100.0 // USER_HZ is 100 on Linux
+}
+
+/// CPU used by the containers of a node id (cgroup v1 cpuacct or v2 cpu.stat), seconds.
+fn containers_cpu(node_id: &str) -> f64 {
+    let Ok(out) = std::process::Command::new("docker")
+        .args(["ps", "-q", "--no-trunc", "--filter", &format!("label=nubis.node={node_id}")])
+        .output()
+    else {
+        return 0.0;
+    };
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .map(|id| {
+            if let Ok(ns) = std::fs::read_to_string(format!("/sys/fs/cgroup/cpuacct/docker/{id}/cpuacct.usage")) {
+                return ns.trim().parse::<f64>().unwrap_or(0.0) / 1e9;
+            }
+            for p in [format!("/sys/fs/cgroup/system.slice/docker-{id}.scope/cpu.stat"), format!("/sys/fs/cgroup/docker/{id}/cpu.stat")] {
+                if let Ok(stat) = std::fs::read_to_string(p) {
+                    let usec = stat.lines().find_map(|l| l.strip_prefix("usage_usec ")).and_then(|v| v.trim().parse::<f64>().ok());
+                    return usec.unwrap_or(0.0) / 1e6;
+                }
+            }
+            0.0
+        })
+        .sum()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Machine facts for the report
+
+fn epoch_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+fn nproc() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
+}
+
+fn mem_total() -> String {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| m.lines().find(|l| l.starts_with("MemTotal:")).map(|l| l.split_whitespace().nth(1).unwrap_or("0").to_string()))
+        .and_then(|kb| kb.parse::<u64>().ok())
+        .map(|kb| format!("{:.1} GiB memory", kb as f64 / 1024.0 / 1024.0))
+        .unwrap_or_else(|| "memory unknown".into())
+}
+
+fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg").map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" ")).unwrap_or_default()
+}
