@@ -9,6 +9,7 @@ use axum::http::HeaderMap;
 use bytes::Bytes;
 
 use crate::agent::{AgentError, InvokeRequest, InvokeResponse};
+use crate::metrics::Outcome;
 use crate::model::FunctionRecord;
 use crate::scheduler::{AcquireError, ResourceManager, Slot};
 
@@ -36,6 +37,43 @@ impl InvokeFailure {
             }
             InvokeFailure::Acquire(AcquireError::NoImage(_)) => true,
         }
+    }
+}
+
+/// Sync API call or async dispatch (the `kind` label of the metrics).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Sync,
+    Async,
+}
+
+impl Kind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Kind::Sync => "sync",
+            Kind::Async => "async",
+        }
+    }
+}
+
+fn outcome(result: &Result<InvokeResponse, InvokeFailure>) -> Outcome {
+    match result {
+        Ok(r) if r.function_error => Outcome::FunctionError,
+        Ok(_) => Outcome::Success,
+        Err(InvokeFailure::Agent(AgentError::Timeout(_))) => Outcome::Timeout,
+        Err(InvokeFailure::Agent(AgentError::OutOfMemory(_))) => Outcome::OutOfMemory,
+        Err(InvokeFailure::Agent(AgentError::Crashed(_))) => Outcome::Crashed,
+        Err(InvokeFailure::Acquire(AcquireError::Throttled { .. })) => Outcome::Throttled,
+        Err(e) if e.is_platform() => Outcome::PlatformError,
+        Err(InvokeFailure::Acquire(_)) => Outcome::StartFailed,
+        Err(InvokeFailure::Agent(_)) => Outcome::PlatformError,
+    }
+}
+
+impl Invocation {
+    /// Count this invocation in the metrics.
+    pub fn record(&self, rm: &ResourceManager, function: &str, kind: Kind) {
+        rm.metrics().invocation(function, kind.as_str(), outcome(&self.result), self.duration.as_secs_f64());
     }
 }
 

@@ -15,6 +15,7 @@
 //! - [`queue`]: the async invocation queue seam ([`queue::Queue`]); embedded in SQLite for now.
 //! - [`codestore`]: code packages in object storage (object_store), zip checks and unpacking.
 //! - [`logstore`]: per-invocation log records.
+//! - [`metrics`]: Prometheus counters and histograms, `/metrics`.
 //! - [`config`], [`telemetry`], [`server`]: typed config, tracing, start-up and ordered shutdown.
 
 pub mod agent;
@@ -24,6 +25,7 @@ pub mod config;
 pub mod dispatcher;
 pub mod invoker;
 pub mod logstore;
+pub mod metrics;
 pub mod model;
 pub mod queue;
 pub mod scheduler;

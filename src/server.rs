@@ -25,6 +25,7 @@ use crate::config::Config;
 use crate::dispatcher::Dispatcher;
 use crate::queue::{Queue, embedded::EmbeddedQueue, kafka::KafkaQueue};
 use crate::logstore::LogStore;
+use crate::metrics::Metrics;
 use crate::scheduler::{ResourceManager, spec::Platform};
 use crate::store::Store;
 
@@ -66,7 +67,9 @@ impl Server {
         let code = CodeStore::local(&dir.join("code"))?;
         let tracker = TaskTracker::new();
         let cancel = CancellationToken::new();
-        let logs = LogStore::open(dir.join("logs"), &tracker, cancel.child_token()).context("opening the log store")?;
+        let metrics = Arc::new(Metrics::default());
+        let logs = LogStore::open(dir.join("logs"), &tracker, cancel.child_token(), metrics.log_lines_dropped.clone())
+            .context("opening the log store")?;
         let limits = package::Limits {
             max_zip_bytes: cfg.limits.max_code_zip_bytes,
             max_unzipped_bytes: cfg.limits.max_code_unzipped_bytes,
@@ -82,7 +85,7 @@ impl Server {
             account_id: cfg.server.account_id.clone(),
             images: cfg.agent.images.clone(),
         };
-        let rm = ResourceManager::new(Arc::new(node), cfg.scheduler.clone(), platform, tracker.clone());
+        let rm = ResourceManager::new(Arc::new(node), cfg.scheduler.clone(), platform, tracker.clone(), metrics.clone());
         rm.spawn_reaper(cancel.child_token());
         let (queue, kafka): (Arc<dyn Queue>, _) = match cfg.dispatcher.queue.as_str() {
             "embedded" => (Arc::new(EmbeddedQueue::new(&store)), None),
@@ -117,6 +120,7 @@ impl Server {
             keys: Arc::new(keyring),
             rm,
             queue,
+            metrics,
             functions: Arc::new(FunctionCache::default()),
             code_url_key,
             code_gc: Arc::default(),

@@ -116,6 +116,7 @@ pub async fn invoke_function(
     }
     let request_id = current_request_id();
     let inv = invoker::invoke(&st.rm, &f, &request_id, body, slot_headers(&headers), matches!(log_type, LogType::Tail)).await;
+    inv.record(&st.rm, &name, invoker::Kind::Sync);
     let resp = match inv.result {
         Ok(r) => from_instance(r, "UnhandledInvocationError"),
         Err(InvokeFailure::Acquire(AcquireError::Start(AgentError::Initialization(r)))) => from_instance(r, "InitializationError"),

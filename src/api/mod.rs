@@ -18,9 +18,9 @@ use std::sync::{Arc, RwLock};
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{HeaderValue, StatusCode};
-use axum::middleware::{Next, from_fn, from_fn_with_state};
+use axum::middleware::{Next, from_fn_with_state};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use tracing::Instrument;
@@ -31,6 +31,7 @@ use utoipa_axum::routes;
 use crate::codestore::CodeStore;
 use crate::config::Config;
 use crate::model::FunctionRecord;
+use crate::metrics::Metrics;
 use crate::queue::Queue;
 use crate::scheduler::ResourceManager;
 use crate::store::Store;
@@ -47,6 +48,7 @@ pub struct AppState {
     pub keys: Arc<Keyring>,
     pub rm: ResourceManager,
     pub queue: Arc<dyn Queue>,
+    pub metrics: Arc<Metrics>,
     pub functions: Arc<FunctionCache>,
     /// Signs code download links.
     pub code_url_key: [u8; 32],
@@ -128,9 +130,10 @@ pub fn router(state: AppState) -> Router {
             }),
         )
         .route("/nubis/code/{name}", get(code::download))
+        .route("/metrics", get(metrics))
         .fallback(path_not_supported)
         .method_not_allowed_fallback(path_not_supported)
-        .layer(from_fn(request_id))
+        .layer(from_fn_with_state(state.clone(), request_id))
         .with_state(state)
 }
 
@@ -138,12 +141,28 @@ async fn path_not_supported(req: Request) -> ApiError {
     ApiError::path_not_supported(req.method().as_str(), req.uri().path())
 }
 
-async fn request_id(req: Request, next: Next) -> Response {
+/// Request id for every response, and the request counted by route template (bounded labels:
+/// `/2023-03-30/functions/{functionName}`, never the raw path).
+async fn request_id(State(st): State<AppState>, req: Request, next: Next) -> Response {
     let id = crate::model::new_request_id();
-    let span = tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path());
+    let route = req.extensions().get::<MatchedPath>().map_or("unmatched", |m| m.as_str()).to_string();
+    let method = req.method().clone();
+    let span = tracing::info_span!("request", request_id = %id, method = %method, path = %req.uri().path());
     let mut resp = REQUEST_ID.scope(id.clone(), next.run(req).instrument(span)).await;
     resp.headers_mut().insert("x-fc-request-id", HeaderValue::from_str(&id).expect("ascii id"));
+    st.metrics.api_requests.with_label_values(&[&route, method.as_str(), resp.status().as_str()]).inc();
     resp
+}
+
+/// Prometheus text format. Unsigned, like any scrape target: keep the listener private or put
+/// it behind a proxy that guards /metrics.
+async fn metrics(State(st): State<AppState>) -> Response {
+    st.rm.observe();
+    // The Kafka backend reads broker metadata here: bounded, and off the invoke path.
+    if let Ok(Ok(depth)) = tokio::time::timeout(std::time::Duration::from_secs(2), st.queue.depth()).await {
+        st.metrics.async_queue_depth.set(depth as i64);
+    }
+    ([("content-type", "text/plain; version=0.0.4")], st.metrics.render()).into_response()
 }
 
 /// Buffer the body (its hash is part of the signature), then verify the signature. The

@@ -348,6 +348,7 @@ impl Dispatcher {
             Ok(slot) => invoker::run(&s.rm, slot, &f, &task.request_id, payload, axum::http::HeaderMap::new(), false, started).await,
             Err(e) => invoker::Invocation { result: Err(e.into()), instance_id: None, cold_start: false, duration: started.elapsed() },
         };
+        inv.record(&s.rm, &task.function_name, invoker::Kind::Async);
         match inv.result {
             Ok(r) if !r.function_error => {
                 let mut out = r.body.to_vec();
@@ -441,11 +442,17 @@ impl Dispatcher {
             ..change(status, detail)
         };
         let live = [TaskStatus::Enqueued, TaskStatus::Dequeued, TaskStatus::Running, TaskStatus::Retrying];
+        let finished = |status: TaskStatus| {
+            self.inner.rm.metrics().async_tasks_finished.with_label_values(&[&task.function_name, status.as_str()]).inc();
+            Ok(status)
+        };
         if store.transition_task(&task.function_name, &task.task_id, &live, &c).await? {
-            return Ok(status);
+            return finished(status);
         }
         let stopped = TaskChange { status: Some(TaskStatus::Stopped), event_detail: format!("stopped ({detail})"), ..c };
-        store.transition_task(&task.function_name, &task.task_id, &[TaskStatus::Stopping], &stopped).await?;
+        if store.transition_task(&task.function_name, &task.task_id, &[TaskStatus::Stopping], &stopped).await? {
+            return finished(TaskStatus::Stopped);
+        }
         Ok(TaskStatus::Stopped)
     }
 

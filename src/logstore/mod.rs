@@ -7,8 +7,6 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::Serialize;
 use tokio::io::AsyncWriteExt;
@@ -33,7 +31,7 @@ pub struct LogLine {
 #[derive(Clone)]
 pub struct LogStore {
     tx: mpsc::Sender<LogLine>,
-    dropped: Arc<AtomicU64>,
+    dropped: prometheus::IntCounter,
 }
 
 /// Lines buffered between the agents and the writer. A burst larger than this is dropped and
@@ -41,21 +39,23 @@ pub struct LogStore {
 const BUFFER_LINES: usize = 16_384;
 
 impl LogStore {
-    pub fn open(dir: PathBuf, tracker: &TaskTracker, cancel: CancellationToken) -> std::io::Result<Self> {
+    /// `dropped` counts lines refused because the buffer was full (a metric).
+    pub fn open(
+        dir: PathBuf,
+        tracker: &TaskTracker,
+        cancel: CancellationToken,
+        dropped: prometheus::IntCounter,
+    ) -> std::io::Result<Self> {
         std::fs::create_dir_all(&dir)?;
         let (tx, rx) = mpsc::channel(BUFFER_LINES);
         tracker.spawn(writer(dir, rx, cancel));
-        Ok(Self { tx, dropped: Arc::new(AtomicU64::new(0)) })
+        Ok(Self { tx, dropped })
     }
 
     pub fn append(&self, line: LogLine) {
         if self.tx.try_send(line).is_err() {
-            self.dropped.fetch_add(1, Ordering::Relaxed);
+            self.dropped.inc();
         }
-    }
-
-    pub fn dropped(&self) -> u64 {
-        self.dropped.load(Ordering::Relaxed)
     }
 }
 

@@ -21,6 +21,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::agent::{AgentError, InstanceInfo, Node};
 use crate::config::SchedulerConfig;
+use crate::metrics::Metrics;
 use crate::model::FunctionRecord;
 use placement::{Demand, NodeSnapshot, ScheduleError};
 use spec::Platform;
@@ -88,6 +89,7 @@ struct Inner {
     tracker: TaskTracker,
     /// Set by `stop_all`: no new instances; one that finishes starting is stopped at once.
     stopping: std::sync::atomic::AtomicBool,
+    metrics: Arc<Metrics>,
 }
 
 #[derive(Clone)]
@@ -184,7 +186,7 @@ impl Inner {
 }
 
 impl ResourceManager {
-    pub fn new(node: Arc<dyn Node>, cfg: SchedulerConfig, platform: Platform, tracker: TaskTracker) -> Self {
+    pub fn new(node: Arc<dyn Node>, cfg: SchedulerConfig, platform: Platform, tracker: TaskTracker, metrics: Arc<Metrics>) -> Self {
         let (node_memory_mb, node_cpu) = host_capacity();
         Self {
             inner: Arc::new(Inner {
@@ -196,12 +198,39 @@ impl ResourceManager {
                 pools: Mutex::new(HashMap::new()),
                 tracker,
                 stopping: std::sync::atomic::AtomicBool::new(false),
+                metrics,
             }),
         }
     }
 
     pub fn node(&self) -> &Arc<dyn Node> {
         &self.inner.node
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
+    /// Set the point-in-time gauges (instances by state, node memory) for a scrape.
+    pub fn observe(&self) {
+        let m = &self.inner.metrics;
+        let pools = self.inner.pools.lock().expect("pools lock");
+        let (mut ready, mut draining, mut starting, mut used) = (0i64, 0i64, 0i64, 0u64);
+        for p in pools.values() {
+            starting += p.starting as i64;
+            for i in &p.instances {
+                used += i.memory_mb;
+                match i.state {
+                    InstanceState::Ready => ready += 1,
+                    InstanceState::Draining => draining += 1,
+                }
+            }
+        }
+        m.instances.with_label_values(&["starting"]).set(starting);
+        m.instances.with_label_values(&["ready"]).set(ready);
+        m.instances.with_label_values(&["draining"]).set(draining);
+        m.node_memory_bytes.with_label_values(&["capacity"]).set((self.inner.node_memory_mb << 20) as i64);
+        m.node_memory_bytes.with_label_values(&["placed"]).set((used << 20) as i64);
     }
 
     /// Claim a slot for one invocation of `f` (its current revision).
@@ -288,9 +317,12 @@ impl ResourceManager {
         let (memory_mb, cpu, concurrency) = (f.config.memory_size.into(), f.config.cpu, f.config.instance_concurrency);
         let rm = self.clone();
         let task = inner.tracker.spawn(async move {
+            let t0 = Instant::now();
             let started = rm.inner.node.start_instance(spec).await;
             match started {
                 Ok(info) => {
+                    rm.inner.metrics.cold_starts.with_label_values(&[&name]).inc();
+                    rm.inner.metrics.cold_start_seconds.with_label_values(&[&name]).observe(t0.elapsed().as_secs_f64());
                     let inst = Instance {
                         info,
                         revision,

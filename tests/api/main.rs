@@ -8,3 +8,4 @@ mod auth;
 mod functions;
 mod invoke;
 mod lifecycle;
+mod metrics;

@@ -1,0 +1,135 @@
+//! Prometheus metrics (the prometheus crate), served as text on `GET /metrics`.
+//!
+//! One [`Metrics`] per server, handed to the parts that count (not a process global: several
+//! servers in one test process must not share counters). Labels are bounded: function names
+//! (as many as there are functions), route templates (not raw paths), fixed outcome and state
+//! names. Point-in-time values (instances by state, queue depth, node capacity) are read when
+//! scraped.
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+/// Seconds; invocations from a few milliseconds (warm) to minutes.
+const DURATION_BUCKETS: &[f64] = &[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0];
+const COLD_START_BUCKETS: &[f64] = &[0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0];
+
+pub struct Metrics {
+    registry: Registry,
+    /// Invocations by function, kind (sync/async) and outcome.
+    pub invocations: IntCounterVec,
+    /// Time from asking for a slot to the answer, by function and kind.
+    pub invocation_seconds: HistogramVec,
+    pub cold_starts: IntCounterVec,
+    pub cold_start_seconds: HistogramVec,
+    /// API requests by route template, method and status.
+    pub api_requests: IntCounterVec,
+    /// Async tasks that reached a final state, by function and status.
+    pub async_tasks_finished: IntCounterVec,
+    pub log_lines_dropped: IntCounter,
+    pub instances: IntGaugeVec,
+    pub async_queue_depth: IntGauge,
+    pub node_memory_bytes: IntGaugeVec,
+}
+
+/// Outcome label of one invocation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Success,
+    FunctionError,
+    Timeout,
+    OutOfMemory,
+    Crashed,
+    Throttled,
+    StartFailed,
+    PlatformError,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Success => "success",
+            Outcome::FunctionError => "function_error",
+            Outcome::Timeout => "timeout",
+            Outcome::OutOfMemory => "out_of_memory",
+            Outcome::Crashed => "crashed",
+            Outcome::Throttled => "throttled",
+            Outcome::StartFailed => "start_failed",
+            Outcome::PlatformError => "platform_error",
+        }
+    }
+}
+
+fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+    r.register(Box::new(c.clone())).expect("unique metric");
+    c
+}
+
+fn histogram(r: &Registry, name: &str, help: &str, labels: &[&str], buckets: &[f64]) -> HistogramVec {
+    let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets.to_vec()), labels).expect("valid metric");
+    r.register(Box::new(h.clone())).expect("unique metric");
+    h
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let r = Registry::new();
+        let log_lines_dropped =
+            IntCounter::new("nubis_log_lines_dropped_total", "Log lines dropped because the log store's buffer was full").expect("valid metric");
+        r.register(Box::new(log_lines_dropped.clone())).expect("unique metric");
+        let instances = IntGaugeVec::new(Opts::new("nubis_instances", "Function instances by state"), &["state"]).expect("valid metric");
+        r.register(Box::new(instances.clone())).expect("unique metric");
+        let async_queue_depth =
+            IntGauge::new("nubis_async_queue_depth", "Async invocations queued and not yet finished").expect("valid metric");
+        r.register(Box::new(async_queue_depth.clone())).expect("unique metric");
+        let node_memory_bytes =
+            IntGaugeVec::new(Opts::new("nubis_node_memory_bytes", "Memory this node offers to instances, and how much is placed"), &["kind"])
+                .expect("valid metric");
+        r.register(Box::new(node_memory_bytes.clone())).expect("unique metric");
+        Self {
+            invocations: counter(&r, "nubis_invocations_total", "Function invocations by outcome", &["function", "kind", "outcome"]),
+            invocation_seconds: histogram(
+                &r,
+                "nubis_invocation_duration_seconds",
+                "Invocation duration, including any wait for a slot and a cold start",
+                &["function", "kind"],
+                DURATION_BUCKETS,
+            ),
+            cold_starts: counter(&r, "nubis_cold_starts_total", "Instances started for a waiting call", &["function"]),
+            cold_start_seconds: histogram(
+                &r,
+                "nubis_cold_start_duration_seconds",
+                "Time to start an instance until it is ready (and initialized)",
+                &["function"],
+                COLD_START_BUCKETS,
+            ),
+            api_requests: counter(&r, "nubis_api_requests_total", "API requests by route, method and status", &["route", "method", "status"]),
+            async_tasks_finished: counter(
+                &r,
+                "nubis_async_tasks_finished_total",
+                "Async tasks that reached a final state",
+                &["function", "status"],
+            ),
+            log_lines_dropped,
+            instances,
+            async_queue_depth,
+            node_memory_bytes,
+            registry: r,
+        }
+    }
+}
+
+impl Metrics {
+    pub fn invocation(&self, function: &str, kind: &str, outcome: Outcome, seconds: f64) {
+        self.invocations.with_label_values(&[function, kind, outcome.as_str()]).inc();
+        self.invocation_seconds.with_label_values(&[function, kind]).observe(seconds);
+    }
+
+    /// The Prometheus text format of everything registered.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        TextEncoder::new().encode(&self.registry.gather(), &mut buf).expect("text encoding cannot fail");
+        String::from_utf8(buf).expect("the text format is UTF-8")
+    }
+}
