@@ -23,6 +23,7 @@ pub struct Config {
     pub agent: AgentConfig,
     pub dispatcher: DispatcherConfig,
     pub kafka: KafkaConfig,
+    pub logs: LogsConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -137,6 +138,22 @@ impl Default for DispatcherConfig {
             retry_max_ms: 60_000,
             destination_timeout_secs: 10,
         }
+    }
+}
+
+/// The local log store (`<data_dir>/logs.db`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogsConfig {
+    /// Lines older than this are deleted.
+    pub retention_days: u32,
+    /// At most this many lines are kept (the oldest go first).
+    pub max_lines: u64,
+}
+
+impl Default for LogsConfig {
+    fn default() -> Self {
+        Self { retention_days: 7, max_lines: 10_000_000 }
     }
 }
 

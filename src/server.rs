@@ -68,8 +68,15 @@ impl Server {
         let tracker = TaskTracker::new();
         let cancel = CancellationToken::new();
         let metrics = Arc::new(Metrics::default());
-        let logs = LogStore::open(dir.join("logs"), &tracker, cancel.child_token(), metrics.log_lines_dropped.clone())
-            .context("opening the log store")?;
+        let logs = LogStore::open(
+            &dir.join("logs.db"),
+            cfg.logs.clone(),
+            &tracker,
+            cancel.child_token(),
+            metrics.log_lines_dropped.clone(),
+        )
+        .await
+        .context("opening the log store")?;
         let limits = package::Limits {
             max_zip_bytes: cfg.limits.max_code_zip_bytes,
             max_unzipped_bytes: cfg.limits.max_code_unzipped_bytes,
@@ -77,7 +84,7 @@ impl Server {
         };
         let cache = CodeCache::new(dir.join("code-cache"), code.clone(), limits)?;
         let docker = docker::connect(&cfg.agent).await.context("connecting to Docker")?;
-        let node = DockerNode::new(docker, cfg.agent.clone(), cache, logs, cfg.limits.max_response_bytes, tracker.clone());
+        let node = DockerNode::new(docker, cfg.agent.clone(), cache, logs.clone(), cfg.limits.max_response_bytes, tracker.clone());
         let removed = crate::agent::Node::remove_orphans(&node).await.context("removing orphaned instances")?;
         tracing::info!(node = %cfg.agent.node_id, removed, "node agent ready");
         let platform = Platform {
@@ -121,6 +128,7 @@ impl Server {
             rm,
             queue,
             metrics,
+            logs,
             functions: Arc::new(FunctionCache::default()),
             code_url_key,
             code_gc: Arc::default(),

@@ -12,6 +12,7 @@ pub mod error;
 pub mod functions;
 pub mod invoke;
 pub mod keys;
+pub mod logs;
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -31,6 +32,7 @@ use utoipa_axum::routes;
 use crate::codestore::CodeStore;
 use crate::config::Config;
 use crate::model::FunctionRecord;
+use crate::logstore::LogStore;
 use crate::metrics::Metrics;
 use crate::queue::Queue;
 use crate::scheduler::ResourceManager;
@@ -49,6 +51,7 @@ pub struct AppState {
     pub rm: ResourceManager,
     pub queue: Arc<dyn Queue>,
     pub metrics: Arc<Metrics>,
+    pub logs: LogStore,
     pub functions: Arc<FunctionCache>,
     /// Signs code download links.
     pub code_url_key: [u8; 32],
@@ -105,6 +108,7 @@ fn fc_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(async_invoke::list_async_tasks))
         .routes(routes!(async_invoke::get_async_task))
         .routes(routes!(async_invoke::stop_async_task))
+        .routes(routes!(logs::get_function_logs))
         .split_for_parts()
 }
 

@@ -1,20 +1,30 @@
-//! Invocation logs, local store: one JSON line per log line, in
-//! `<dir>/<function>/<YYYY-MM-DD>.jsonl`, written by one task fed through a bounded channel so
-//! that a slow disk never blocks an invocation (a full buffer drops and counts instead).
+//! Invocation logs, local store: one row per log line in `<data_dir>/logs.db`, a SQLite file of
+//! its own (log volume must not contend with the metadata database and its queue), indexed by
+//! function and time and by function and request id, so the log query API can answer "what did
+//! request X print" and "what happened in the last hour" without scanning. It survives
+//! restarts; retention drops lines older than `logs.retention_days` and keeps at most
+//! `logs.max_lines`.
 //!
-//! Searching these files, retention and the OpenSearch backend are later work; the `Tail`
-//! header of a sync call is served from the capture itself, not from this store.
+//! Lines come from the agents through a bounded channel to one writer task that inserts them
+//! in batches (one transaction per batch), so a slow disk never blocks an invocation: a full
+//! buffer drops lines and counts them (`nubis_log_lines_dropped_total`). The `Tail` header of a
+//! sync call is served from the capture itself, not from this store.
 
-use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
 
 use serde::Serialize;
-use tokio::io::AsyncWriteExt;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{QueryBuilder, Row, SqlitePool};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use utoipa::ToSchema;
 
-#[derive(Debug, Clone, Serialize)]
+use crate::config::LogsConfig;
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct LogLine {
     /// RFC 3339 UTC, when the agent read the line.
@@ -27,29 +37,89 @@ pub struct LogLine {
     pub message: String,
 }
 
+/// A stored line, as the query API returns it.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StoredLine {
+    /// Epoch milliseconds.
+    pub timestamp: i64,
+    pub time: String,
+    pub function_name: String,
+    pub instance_id: String,
+    pub request_id: String,
+    pub stream: String,
+    pub message: String,
+    /// Position in the store: newer lines have larger ids.
+    #[serde(skip)]
+    pub id: i64,
+}
+
+/// What to look for; every filter is optional but the function.
+#[derive(Debug, Clone, Default)]
+pub struct LogQuery {
+    pub function: String,
+    pub request_id: Option<String>,
+    pub instance_id: Option<String>,
+    /// Epoch ms, inclusive.
+    pub from_ms: Option<i64>,
+    pub to_ms: Option<i64>,
+    /// Case-sensitive substring of the message.
+    pub text: Option<String>,
+    /// Only lines older than this id (the previous page's last id).
+    pub before_id: Option<i64>,
+    pub limit: u32,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("log store unavailable: {0}")]
+pub struct LogStoreError(#[from] sqlx::Error);
+
 /// Cheap to clone; sending never blocks.
 #[derive(Clone)]
 pub struct LogStore {
     tx: mpsc::Sender<LogLine>,
+    pool: SqlitePool,
     dropped: prometheus::IntCounter,
 }
 
 /// Lines buffered between the agents and the writer. A burst larger than this is dropped and
 /// counted rather than stalling invocations.
 const BUFFER_LINES: usize = 16_384;
+const BATCH: usize = 2048;
+const RETENTION_EVERY: Duration = Duration::from_secs(600);
+
+const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS log_lines (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    function_name TEXT NOT NULL,
+    ts_ms INTEGER NOT NULL,
+    request_id TEXT NOT NULL,
+    instance_id TEXT NOT NULL,
+    stream TEXT NOT NULL,
+    message TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS log_lines_fn_ts ON log_lines (function_name, ts_ms);
+CREATE INDEX IF NOT EXISTS log_lines_fn_req ON log_lines (function_name, request_id);";
 
 impl LogStore {
     /// `dropped` counts lines refused because the buffer was full (a metric).
-    pub fn open(
-        dir: PathBuf,
+    pub async fn open(
+        path: &Path,
+        cfg: LogsConfig,
         tracker: &TaskTracker,
         cancel: CancellationToken,
         dropped: prometheus::IntCounter,
-    ) -> std::io::Result<Self> {
-        std::fs::create_dir_all(&dir)?;
+    ) -> Result<Self, LogStoreError> {
+        let opts = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            // Losing the last moments of logs on a power cut is acceptable; losing throughput is not.
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(5));
+        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(opts).await?;
+        sqlx::raw_sql(SCHEMA).execute(&pool).await?;
         let (tx, rx) = mpsc::channel(BUFFER_LINES);
-        tracker.spawn(writer(dir, rx, cancel));
-        Ok(Self { tx, dropped })
+        tracker.spawn(writer(pool.clone(), cfg, rx, cancel));
+        Ok(Self { tx, pool, dropped })
     }
 
     pub fn append(&self, line: LogLine) {
@@ -57,59 +127,145 @@ impl LogStore {
             self.dropped.inc();
         }
     }
+
+    /// Newest first.
+    pub async fn query(&self, q: &LogQuery) -> Result<Vec<StoredLine>, LogStoreError> {
+        let mut b = QueryBuilder::new(
+            "SELECT id, function_name, ts_ms, request_id, instance_id, stream, message FROM log_lines WHERE function_name = ",
+        );
+        b.push_bind(&q.function);
+        if let Some(r) = &q.request_id {
+            b.push(" AND request_id = ").push_bind(r);
+        }
+        if let Some(i) = &q.instance_id {
+            b.push(" AND instance_id = ").push_bind(i);
+        }
+        if let Some(f) = q.from_ms {
+            b.push(" AND ts_ms >= ").push_bind(f);
+        }
+        if let Some(t) = q.to_ms {
+            b.push(" AND ts_ms <= ").push_bind(t);
+        }
+        if let Some(t) = &q.text {
+            // instr, not LIKE: a literal, case-sensitive substring (no wildcards to escape).
+            b.push(" AND instr(message, ").push_bind(t).push(") > 0");
+        }
+        if let Some(id) = q.before_id {
+            b.push(" AND id < ").push_bind(id);
+        }
+        b.push(" ORDER BY id DESC LIMIT ").push_bind(i64::from(q.limit));
+        let rows = b.build().fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|r| {
+                let ts: i64 = r.try_get("ts_ms")?;
+                Ok(StoredLine {
+                    id: r.try_get("id")?,
+                    timestamp: ts,
+                    time: chrono::DateTime::from_timestamp_millis(ts)
+                        .unwrap_or_default()
+                        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                    function_name: r.try_get("function_name")?,
+                    instance_id: r.try_get("instance_id")?,
+                    request_id: r.try_get("request_id")?,
+                    stream: r.try_get("stream")?,
+                    message: r.try_get("message")?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(Into::into)
+    }
+
+    /// Apply retention now (the writer also does it every few minutes). Returns lines removed.
+    pub async fn apply_retention(&self, cfg: &LogsConfig) -> Result<u64, LogStoreError> {
+        retention(&self.pool, cfg).await
+    }
 }
 
-async fn writer(dir: PathBuf, mut rx: mpsc::Receiver<LogLine>, cancel: CancellationToken) {
-    let mut files: HashMap<PathBuf, tokio::fs::File> = HashMap::new();
+async fn retention(pool: &SqlitePool, cfg: &LogsConfig) -> Result<u64, LogStoreError> {
+    let cutoff = chrono::Utc::now().timestamp_millis() - i64::from(cfg.retention_days) * 86_400_000;
+    let old = sqlx::query("DELETE FROM log_lines WHERE ts_ms < ?").bind(cutoff).execute(pool).await?;
+    // Ids grow with insertion, so "all but the newest max_lines" is one range.
+    let over = sqlx::query("DELETE FROM log_lines WHERE id <= (SELECT MAX(id) FROM log_lines) - ?")
+        .bind(cfg.max_lines as i64)
+        .execute(pool)
+        .await?;
+    Ok(old.rows_affected() + over.rows_affected())
+}
+
+async fn insert(pool: &SqlitePool, batch: &[LogLine]) -> Result<(), sqlx::Error> {
+    let mut b = QueryBuilder::new("INSERT INTO log_lines (function_name, ts_ms, request_id, instance_id, stream, message) ");
+    b.push_values(batch, |mut row, l| {
+        let ts = chrono::DateTime::parse_from_rfc3339(&l.time).map_or(0, |t| t.timestamp_millis());
+        row.push_bind(&l.function_name)
+            .push_bind(ts)
+            .push_bind(&l.request_id)
+            .push_bind(&l.instance_id)
+            .push_bind(l.stream)
+            .push_bind(&l.message);
+    });
+    b.build().execute(pool).await?;
+    Ok(())
+}
+
+async fn writer(pool: SqlitePool, cfg: LogsConfig, mut rx: mpsc::Receiver<LogLine>, cancel: CancellationToken) {
+    let mut next_retention = tokio::time::Instant::now();
     loop {
+        if tokio::time::Instant::now() >= next_retention {
+            if let Err(e) = retention(&pool, &cfg).await {
+                tracing::warn!("log retention: {e:#}");
+            }
+            next_retention += RETENTION_EVERY;
+        }
         let first = tokio::select! {
             l = rx.recv() => l,
-            // On shutdown, drain what is already buffered, then stop.
+            _ = tokio::time::sleep_until(next_retention) => continue,
+            // On shutdown, write what is already buffered, then stop.
             _ = cancel.cancelled() => { rx.close(); rx.recv().await }
         };
         let Some(first) = first else { break };
         let mut batch = vec![first];
-        while batch.len() < 1024 {
+        while batch.len() < BATCH {
             match rx.try_recv() {
                 Ok(l) => batch.push(l),
                 Err(_) => break,
             }
         }
-        let mut by_file: HashMap<PathBuf, Vec<u8>> = HashMap::new();
-        for line in batch {
-            let day = line.time.get(..10).unwrap_or("unknown").to_string();
-            let path = dir.join(&line.function_name).join(format!("{day}.jsonl"));
-            let buf = by_file.entry(path).or_default();
-            serde_json::to_writer(&mut *buf, &line).expect("log line serializes");
-            buf.push(b'\n');
-        }
-        for (path, bytes) in by_file {
-            if !files.contains_key(&path) {
-                if let Some(parent) = path.parent() {
-                    let _ = tokio::fs::create_dir_all(parent).await;
-                }
-                match tokio::fs::OpenOptions::new().create(true).append(true).open(&path).await {
-                    Ok(f) => {
-                        files.insert(path.clone(), f);
-                    }
-                    Err(e) => {
-                        tracing::warn!(path = %path.display(), "opening log file: {e:#}");
-                        continue;
-                    }
-                }
+        // SQLite allows 32766 bound values per statement; 6 per line.
+        for chunk in batch.chunks(5000) {
+            if let Err(e) = insert(&pool, chunk).await {
+                tracing::warn!(lines = chunk.len(), "writing log lines: {e:#}");
             }
-            if let Some(f) = files.get_mut(&path)
-                && let Err(e) = f.write_all(&bytes).await
-            {
-                tracing::warn!(path = %path.display(), "writing log file: {e:#}");
-                files.remove(&path);
-            }
-        }
-        if files.len() > 256 {
-            files.clear();
         }
     }
-    for (_, mut f) in files {
-        let _ = f.flush().await;
+    pool.close().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(function: &str, ts_ms: i64, msg: &str) -> LogLine {
+        let time = chrono::DateTime::from_timestamp_millis(ts_ms).unwrap().to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        LogLine { time, function_name: function.into(), instance_id: "i".into(), request_id: "r".into(), stream: "stdout", message: msg.into() }
+    }
+
+    #[tokio::test]
+    async fn retention_drops_old_lines_and_keeps_the_newest() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = LogsConfig { retention_days: 1, max_lines: 3 };
+        let (tracker, cancel) = (TaskTracker::new(), CancellationToken::new());
+        let store = LogStore::open(&dir.path().join("l.db"), cfg.clone(), &tracker, cancel.clone(), prometheus::IntCounter::new("d", "d").unwrap())
+            .await
+            .unwrap();
+        let now = chrono::Utc::now().timestamp_millis();
+        let lines: Vec<_> = [(now - 3 * 86_400_000, "old")].into_iter().chain((0..5).map(|i| (now + i, "new"))).map(|(t, m)| line("f", t, m)).collect();
+        insert(&store.pool, &lines).await.unwrap();
+        // The writer also applies retention when it starts, which may have run already.
+        store.apply_retention(&cfg).await.unwrap();
+        let q = LogQuery { function: "f".into(), limit: 10, ..Default::default() };
+        let left = store.query(&q).await.unwrap();
+        assert_eq!(left.len(), 3, "the old line is gone, and the two beyond max_lines");
+        assert!(left.iter().all(|l| l.message == "new" && l.timestamp >= now + 2));
+        cancel.cancel();
     }
 }

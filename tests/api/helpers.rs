@@ -113,6 +113,13 @@ impl TestApp {
         self.handle.take().unwrap().await.expect("server task")
     }
 
+    /// Graceful shutdown, then move the data directory to `to` so a new server can reuse it.
+    pub async fn shutdown_keeping(mut self, to: &std::path::Path) {
+        let _ = self.stop.take().unwrap().send(());
+        self.handle.take().unwrap().await.expect("server task").expect("clean shutdown");
+        std::fs::rename(self.data_dir.path(), to).expect("move the data directory");
+    }
+
     /// Stop the server as a crash would: no draining, no stopping of instances. Returns the
     /// data directory, which outlives the crash.
     pub async fn crash(mut self) -> tempfile::TempDir {

@@ -8,4 +8,5 @@ mod auth;
 mod functions;
 mod invoke;
 mod lifecycle;
+mod logs;
 mod metrics;

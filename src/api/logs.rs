@@ -1,0 +1,83 @@
+//! GetFunctionLogs, a Nubis extension (FC keeps logs in a separate log service): a function's
+//! log lines by request id, instance, time range and text, newest first, paged. Signed like
+//! every FC call.
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use super::AppState;
+use super::error::{ApiError, ErrorBody};
+use super::functions::load;
+use crate::logstore::{LogQuery, StoredLine};
+
+#[derive(Deserialize, IntoParams)]
+#[serde(rename_all = "camelCase")]
+pub struct LogParams {
+    pub request_id: Option<String>,
+    pub instance_id: Option<String>,
+    /// Epoch ms, inclusive.
+    pub start_time: Option<i64>,
+    /// Epoch ms, inclusive.
+    pub end_time: Option<i64>,
+    /// A case-sensitive substring of the line.
+    pub query: Option<String>,
+    /// 1..=1000, default 100.
+    pub limit: Option<u32>,
+    pub next_token: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GetFunctionLogsOutput {
+    pub logs: Vec<StoredLine>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_token: Option<String>,
+}
+
+#[utoipa::path(get, path = "/2023-03-30/functions/{functionName}/logs", tag = "logs",
+    params(("functionName" = String, Path), LogParams),
+    responses((status = 200, body = GetFunctionLogsOutput), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
+              (status = 503, body = ErrorBody)))]
+pub async fn get_function_logs(
+    State(st): State<AppState>,
+    Path(name): Path<String>,
+    q: Result<Query<LogParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<GetFunctionLogsOutput>, ApiError> {
+    let Query(q) = q.map_err(|e| ApiError::invalid(e.body_text()))?;
+    load(&st, &name).await?;
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::invalid("limit must be between 1 and 1000"));
+    }
+    let bad_token = || ApiError::invalid("nextToken is not a token this server issued");
+    let before_id = match q.next_token.as_deref().filter(|t| !t.is_empty()) {
+        None => None,
+        Some(t) => Some(
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(t)
+                .ok()
+                .and_then(|b| String::from_utf8(b).ok()?.parse::<i64>().ok())
+                .ok_or_else(bad_token)?,
+        ),
+    };
+    let nonempty = |s: Option<String>| s.filter(|s| !s.is_empty());
+    let query = LogQuery {
+        function: name,
+        request_id: nonempty(q.request_id),
+        instance_id: nonempty(q.instance_id),
+        from_ms: q.start_time,
+        to_ms: q.end_time,
+        text: nonempty(q.query),
+        before_id,
+        limit: limit + 1,
+    };
+    let mut logs = st.logs.query(&query).await.map_err(|e| ApiError::unavailable("log store", e))?;
+    let next_token = (logs.len() > limit as usize).then(|| {
+        logs.truncate(limit as usize);
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(logs[logs.len() - 1].id.to_string())
+    });
+    Ok(Json(GetFunctionLogsOutput { logs, next_token }))
+}
