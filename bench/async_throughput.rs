@@ -20,6 +20,16 @@
 //!    the instance's cold start and the consumer's group join are left out). That separates the
 //!    cost of accepting from the cost of dispatching.
 //!
+//! Every phase also reports CPU time per event, per process: the server (`/proc/<pid>/stat`),
+//! the function's containers (cgroup cpuacct), this client and, for Kafka, the local broker.
+//! Events/s on a shared 2-core machine move with whatever else runs; CPU per event hardly does,
+//! and cores / (CPU per event) is the most the code can do on the machine.
+//!
+//! Before the backends, a metadata store baseline measures, in this process and without HTTP,
+//! the statements the async path is made of (`dispatcher::submit`, `Store::get_task`,
+//! `Store::transition_task`) and a single-connection insert with 1 vs 64 rows per transaction
+//! (what group commit would buy).
+//!
 //! Completion is detected by reading the server's SQLite database directly (read-only,
 //! `SELECT COUNT(*) FROM async_tasks WHERE status = 'Succeeded'`). This is a measuring tool, not
 //! the product: ListAsyncTasks pages of 100 would cost the server more than the thing measured.
@@ -79,6 +89,9 @@ struct Args {
     /// Skip the split accept-only / drain-only measurement.
     #[arg(long)]
     no_split: bool,
+    /// Skip the in-process metadata store baseline (SQLite statements per second and CPU).
+    #[arg(long)]
+    no_store_baseline: bool,
     /// Worker threads of the benchmark client's runtime (it shares the cores with the server
     /// and the function; 1 keeps its share small and stable).
     #[arg(long, default_value_t = 1)]
@@ -163,14 +176,14 @@ async fn run(args: Args) -> Result<()> {
         BackendArg::Kafka => vec![Backend::Kafka],
         BackendArg::Both => vec![Backend::Embedded, Backend::Kafka],
     };
-    if backends.contains(&Backend::Kafka) && args.kafka_brokers.is_none() {
+    if backends.contains(&Backend::Kafka) && args.kafka_brokers.as_deref().is_none_or(str::is_empty) {
         bail!(
             "the kafka backend needs a broker: `bash scripts/test-services.sh start kafka` then \
              `eval \"$(bash scripts/test-services.sh env)\"` (sets NUBIS_TEST_KAFKA_BROKERS), or pass --kafka-brokers"
         );
     }
     println!("# Nubis async throughput benchmark");
-    println!("server binary: {}", bin.display());
+    println!("server binary: {} (source: {})", bin.display(), git_describe());
     println!("machine: {} cores, {}; load average at start: {}", nproc(), mem_total(), loadavg());
     println!(
         "events {}, client concurrency {}, runtime {:?}, instanceConcurrency {}, function cpu {}, \
@@ -184,6 +197,12 @@ async fn run(args: Args) -> Result<()> {
         args.max_instances,
         args.client_threads
     );
+    let store_rows = if args.no_store_baseline {
+        None
+    } else {
+        println!("\n## metadata store baseline");
+        Some(store_baseline(&args).await.context("store baseline")?)
+    };
     let mut results = Vec::new();
     for b in backends {
         println!("\n## backend {}", b.name());
@@ -217,20 +236,29 @@ async fn run(args: Args) -> Result<()> {
         );
     }
     println!("\n## CPU per event (µs; the machine's cores / total = the most this code could do here)\n");
-    println!("| backend | phase | server | function | client | total | ceiling on {} cores (/s) |", nproc());
-    println!("|---|---|---|---|---|---|---|");
+    println!("| backend | phase | server | function | client | broker | total | ceiling on {} cores (/s) |", nproc());
+    println!("|---|---|---|---|---|---|---|---|");
     for r in &results {
         for (phase, cpu, n) in &r.cpu {
             let us = |s: f64| s * 1e6 / *n as f64;
-            let total = us(cpu.server + cpu.function + cpu.client);
+            let total = us(cpu.total());
             println!(
-                "| {} | {phase} | {:.0} | {:.0} | {:.0} | {total:.0} | {:.0} |",
+                "| {} | {phase} | {:.0} | {:.0} | {:.0} | {:.0} | {total:.0} | {:.0} |",
                 r.backend.name(),
                 us(cpu.server),
                 us(cpu.function),
                 us(cpu.client),
+                us(cpu.broker),
                 nproc() as f64 * 1e6 / total
             );
+        }
+    }
+    if let Some(rows) = &store_rows {
+        println!("\n## Metadata store alone (in this process, no HTTP; the statements the async path is made of)\n");
+        println!("| operation | ops | ops/s | CPU µs/op |");
+        println!("|---|---|---|---|");
+        for (op, ops, rate, us) in rows {
+            println!("| {op} | {ops} | {rate:.0} | {us:.0} |");
         }
     }
     Ok(())
@@ -283,6 +311,13 @@ async fn bench_backend(args: &Args, bin: &Path, backend: Backend) -> Result<Back
         let e2e = Duration::from_millis((last_end - t0_ms).max(1) as u64);
         let e2e_rate = n as f64 / e2e.as_secs_f64();
         let (p50, p99) = latency_percentiles(&db).await?;
+        // Which queue carried the events: the embedded queue's table has seen rows (AUTOINCREMENT
+        // leaves a sequence behind) only if the embedded backend was used.
+        let used_table: i64 =
+            sqlx::query("SELECT COUNT(*) FROM sqlite_sequence WHERE name = 'queue_messages'").fetch_one(&db).await?.try_get(0)?;
+        if (used_table > 0) != (backend == Backend::Embedded) {
+            bail!("the events did not go through the {} queue (NUBIS_DISPATCHER__QUEUE ignored?)", backend.name());
+        }
         println!(
             "async: {n} accepted in {:.2} s = {accept_rate:.0}/s; all Succeeded {:.2} s after the first submit = {e2e_rate:.0} events/s \
              (accept→Succeeded p50 {p50} ms, p99 {p99} ms); ratio to sync baseline {:.2}",
@@ -316,17 +351,7 @@ async fn bench_backend(args: &Args, bin: &Path, backend: Backend) -> Result<Back
         cpu.push(("drain only", s.drain_cpu, n));
         (Some(s.accept_rate), Some(s.drain_rate))
     };
-    Ok(BackendResult {
-        backend,
-        accept_rate,
-        e2e_rate,
-        sync_rate,
-        accept_only,
-        drain_only,
-        latency_p50_ms: p50,
-        latency_p99_ms: p99,
-        cpu,
-    })
+    Ok(BackendResult { backend, accept_rate, e2e_rate, sync_rate, accept_only, drain_only, latency_p50_ms: p50, latency_p99_ms: p99, cpu })
 }
 
 struct Split {
@@ -356,6 +381,21 @@ async fn split_run(args: &Args, bin: &Path, backend: Backend) -> Result<Split> {
     }
     server.stop().await;
     let (accept_rate, accept_cpu) = accepted?;
+    // The server must have run what was asked: nothing dispatched, and the messages in the
+    // backend named (the embedded queue's table stays empty with Kafka).
+    let db = open_db(dir.path()).await?;
+    let enqueued: i64 = sqlx::query("SELECT COUNT(*) FROM async_tasks WHERE status = 'Enqueued'").fetch_one(&db).await?.try_get(0)?;
+    let in_table: i64 = sqlx::query("SELECT COUNT(*) FROM queue_messages").fetch_one(&db).await?.try_get(0)?;
+    db.close().await;
+    let expected_in_table = if backend == Backend::Embedded { n as i64 } else { 0 };
+    if enqueued != n as i64 || in_table != expected_in_table {
+        bail!(
+            "the server did not run with the configuration given (NUBIS_DISPATCHER__ENABLED=false, \
+             NUBIS_DISPATCHER__QUEUE={}): {enqueued} of {n} tasks still Enqueued, {in_table} messages in the \
+             embedded queue table (expected {expected_in_table})",
+            backend.name()
+        );
+    }
     println!("accept only (dispatcher disabled): {accept_rate:.0}/s");
     println!("  {}", accept_cpu.per_event(n));
 
@@ -420,6 +460,8 @@ struct Server {
     log: PathBuf,
     ak: String,
     sk: String,
+    /// The local broker's pid (scripts/test-services.sh records it), for its CPU time.
+    broker_pid: Option<String>,
 }
 
 impl Server {
@@ -472,7 +514,8 @@ impl Server {
             cmd.env("NUBIS_KAFKA__BROKERS", args.kafka_brokers.as_deref().expect("checked in run"));
         }
         let child = cmd.spawn().with_context(|| format!("starting {}", bin.display()))?;
-        let mut server = Server { child, addr, node_id, log, ak, sk };
+        let broker_pid = (backend == Backend::Kafka).then(broker_pid).flatten();
+        let mut server = Server { child, addr, node_id, log, ak, sk, broker_pid };
         let http = reqwest::Client::new();
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
@@ -502,7 +545,8 @@ impl Server {
 
     fn cpu(&self) -> Cpu {
         let server = self.child.id().map(|p| proc_cpu(&p.to_string())).unwrap_or(0.0);
-        Cpu { server, function: containers_cpu(&self.node_id), client: proc_cpu("self") }
+        let broker = self.broker_pid.as_deref().map(proc_cpu).unwrap_or(0.0);
+        Cpu { server, function: containers_cpu(&self.node_id), client: proc_cpu("self"), broker }
     }
 
     fn print_log_tail(&self) {
@@ -523,9 +567,8 @@ impl Server {
                 let _ = self.child.kill().await;
             }
         }
-        let out = std::process::Command::new("docker")
-            .args(["ps", "-aq", "--filter", &format!("label=nubis.node={}", self.node_id)])
-            .output();
+        let out =
+            std::process::Command::new("docker").args(["ps", "-aq", "--filter", &format!("label=nubis.node={}", self.node_id)]).output();
         if let Ok(out) = out {
             let ids: Vec<String> = String::from_utf8_lossy(&out.stdout).split_whitespace().map(String::from).collect();
             if !ids.is_empty() {
@@ -589,8 +632,7 @@ impl Api {
 
     async fn invoke_sync(&self, i: usize) -> Result<()> {
         let path = format!("/2023-03-30/functions/{FUNCTION}/invocations");
-        let (status, h, body) =
-            self.call(Method::POST, &path, &[("content-type", "application/octet-stream")], event(i)).await?;
+        let (status, h, body) = self.call(Method::POST, &path, &[("content-type", "application/octet-stream")], event(i)).await?;
         if status != 200 || h.contains_key("x-fc-error-type") || &body[..] != b"ok" {
             bail!("sync invoke: {status} {:?} {}", h.get("x-fc-error-type"), String::from_utf8_lossy(&body));
         }
@@ -705,11 +747,154 @@ async fn succeeded_end_times(db: &SqlitePool) -> Result<Vec<i64>> {
 
 /// p50 and p99 of accept → Succeeded (task created_ms → end_ms), ms.
 async fn latency_percentiles(db: &SqlitePool) -> Result<(i64, i64)> {
-    let rows =
-        sqlx::query("SELECT end_ms - created_ms FROM async_tasks WHERE status = 'Succeeded' ORDER BY 1").fetch_all(db).await?;
+    let rows = sqlx::query("SELECT end_ms - created_ms FROM async_tasks WHERE status = 'Succeeded' ORDER BY 1").fetch_all(db).await?;
     let v: Vec<i64> = rows.iter().map(|r| r.try_get::<i64, _>(0)).collect::<Result<_, _>>()?;
     let at = |p: f64| v[((v.len() as f64 * p) as usize).min(v.len() - 1)];
     Ok((at(0.50), at(0.99)))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Metadata store baseline: the SQLite statements of the async path, measured alone in this
+// process (same Store, same pool settings, same schema), at the client concurrency.
+
+type StoreRow = (&'static str, usize, f64, f64);
+
+async fn store_baseline(args: &Args) -> Result<Vec<StoreRow>> {
+    use nubis::model::async_task::TaskStatus;
+    use nubis::queue::EmbeddedQueue;
+    use nubis::store::{Store, TaskChange};
+
+    let n = args.events;
+    let c = args.concurrency.max(1);
+    let dir = tempfile::Builder::new().prefix("nubis-bench-store-").tempdir()?;
+    let store = Store::open_sqlite(&dir.path().join("nubis.db")).await?;
+    let queue = Arc::new(EmbeddedQueue::new(&store));
+    let mut rows = Vec::new();
+
+    /// Run `op(i)` for i in 0..n with c in flight; (ops/s, CPU µs per op of this process).
+    async fn measure<F, Fut>(n: usize, c: usize, op: F) -> Result<(f64, f64)>
+    where
+        F: Fn(usize) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = Result<()>> + Send,
+    {
+        let op = Arc::new(op);
+        let next = Arc::new(AtomicUsize::new(0));
+        let cpu0 = proc_cpu("self");
+        let t = Instant::now();
+        let workers: Vec<_> = (0..c)
+            .map(|_| {
+                let (op, next) = (op.clone(), next.clone());
+                tokio::spawn(async move {
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        if i >= n {
+                            return Ok::<_, anyhow::Error>(());
+                        }
+                        op(i).await?;
+                    }
+                })
+            })
+            .collect();
+        for w in workers {
+            w.await??;
+        }
+        let secs = t.elapsed().as_secs_f64();
+        Ok((n as f64 / secs, (proc_cpu("self") - cpu0) * 1e6 / n as f64))
+    }
+
+    let id = |i: usize| format!("task-{i}");
+    {
+        let (store, queue) = (store.clone(), queue.clone());
+        let (rate, us) = measure(n, c, move |i| {
+            let (store, queue) = (store.clone(), queue.clone());
+            async move {
+                nubis::dispatcher::submit(&store, queue.as_ref(), FUNCTION, "LATEST", &id(i), "req", &event(i)).await?;
+                Ok(())
+            }
+        })
+        .await?;
+        rows.push(("dispatcher::submit, embedded (queue INSERT + task INSERT: 2 write transactions)", n, rate, us));
+    }
+    {
+        let store = store.clone();
+        let (rate, us) = measure(n, c, move |i| {
+            let store = store.clone();
+            async move {
+                store.get_task(FUNCTION, &id(i)).await?.ok_or_else(|| anyhow!("task missing"))?;
+                Ok(())
+            }
+        })
+        .await?;
+        rows.push(("Store::get_task (1 read)", n, rate, us));
+    }
+    {
+        let store = store.clone();
+        let (rate, us) = measure(n, c, move |i| {
+            let store = store.clone();
+            async move {
+                let change = TaskChange {
+                    status: Some(TaskStatus::Running),
+                    event_detail: "attempt 1".into(),
+                    at_ms: epoch_ms(),
+                    started_ms: Some(epoch_ms()),
+                    ..Default::default()
+                };
+                if !store.transition_task(FUNCTION, &id(i), &[TaskStatus::Enqueued], &change).await? {
+                    bail!("transition refused");
+                }
+                Ok(())
+            }
+        })
+        .await?;
+        rows.push(("Store::transition_task (1 write transaction)", n, rate, us));
+    }
+    store.close().await;
+
+    // What batching would buy: the same kind of row (an embedded queue message) written by one
+    // connection, one row per transaction vs 64 rows per transaction (group commit). Raw SQL on
+    // the migrated schema; skipped with a note if the schema has moved on.
+    let opts = SqliteConnectOptions::from_str(&format!("sqlite://{}", dir.path().join("nubis.db").display()))?
+        .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
+        .synchronous(sqlx::sqlite::SqliteSynchronous::Normal);
+    let pool = SqlitePoolOptions::new().max_connections(1).connect_with(opts).await?;
+    const SQL: &str = "INSERT INTO queue_messages (msg_key, body, visible_at_ms, deliveries, lease_token, enqueued_ms) \
+                       VALUES (?, ?, 0, 0, NULL, 0)";
+    for per_tx in [1usize, 64] {
+        let cpu0 = proc_cpu("self");
+        let t = Instant::now();
+        let mut done = 0;
+        let outcome: Result<(), sqlx::Error> = async {
+            while done < n {
+                let k = per_tx.min(n - done);
+                let mut tx = pool.begin().await?;
+                for i in done..done + k {
+                    sqlx::query(SQL).bind(FUNCTION).bind(event(i)).execute(&mut *tx).await?;
+                }
+                tx.commit().await?;
+                done += k;
+            }
+            Ok(())
+        }
+        .await;
+        match outcome {
+            Ok(()) => {
+                let rate = n as f64 / t.elapsed().as_secs_f64();
+                let us = (proc_cpu("self") - cpu0) * 1e6 / n as f64;
+                let op = if per_tx == 1 {
+                    "queue_messages INSERT, 1 row per transaction, 1 connection"
+                } else {
+                    "queue_messages INSERT, 64 rows per transaction, 1 connection"
+                };
+                rows.push((op, n, rate, us));
+            }
+            Err(e) => println!("(batched insert comparison skipped: {e})"),
+        }
+    }
+    pool.close().await;
+    for (op, _, rate, us) in &rows {
+        println!("{op}: {rate:.0}/s, {us:.0} µs CPU each");
+    }
+    Ok(rows)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -722,25 +907,43 @@ struct Cpu {
     server: f64,
     function: f64,
     client: f64,
+    /// The Kafka broker (kafka backend, when its pid is known), else 0.
+    broker: f64,
 }
 
 impl Cpu {
     fn since(self, before: Cpu) -> Cpu {
-        Cpu { server: self.server - before.server, function: self.function - before.function, client: self.client - before.client }
+        Cpu {
+            server: self.server - before.server,
+            function: self.function - before.function,
+            client: self.client - before.client,
+            broker: self.broker - before.broker,
+        }
     }
-    /// "server 812 + function 95 + client 130 = 1037 µs CPU/event (ceiling on 2 cores: 1929/s)"
+    fn total(self) -> f64 {
+        self.server + self.function + self.client + self.broker
+    }
+    /// "server 812 + function 95 + client 130 + broker 0 = 1037 µs (ceiling on 2 cores: 1929/s)"
     fn per_event(self, n: usize) -> String {
         let us = |s: f64| s * 1e6 / n as f64;
-        let total = us(self.server + self.function + self.client);
+        let total = us(self.total());
         format!(
-            "CPU per event: server {:.0} + function {:.0} + client {:.0} = {total:.0} µs (ceiling on {} cores: {:.0}/s)",
+            "CPU per event: server {:.0} + function {:.0} + client {:.0} + broker {:.0} = {total:.0} µs (ceiling on {} cores: {:.0}/s)",
             us(self.server),
             us(self.function),
             us(self.client),
+            us(self.broker),
             nproc(),
             nproc() as f64 * 1e6 / total
         )
     }
+}
+
+/// The pid of the broker started by `scripts/test-services.sh start kafka`, if it is running.
+fn broker_pid() -> Option<String> {
+    let run = std::env::var("NUBIS_RUN_DIR").unwrap_or_else(|_| "/tmp/nubis-run".into());
+    let pid = std::fs::read_to_string(Path::new(&run).join("kafka.pid")).ok()?.trim().to_string();
+    Path::new(&format!("/proc/{pid}")).exists().then_some(pid)
 }
 
 /// utime + stime of a process (all its threads), seconds.
@@ -755,9 +958,8 @@ fn proc_cpu(pid: &str) -> f64 {
 
 /// CPU used by the containers of a node id (cgroup v1 cpuacct or v2 cpu.stat), seconds.
 fn containers_cpu(node_id: &str) -> f64 {
-    let Ok(out) = std::process::Command::new("docker")
-        .args(["ps", "-q", "--no-trunc", "--filter", &format!("label=nubis.node={node_id}")])
-        .output()
+    let Ok(out) =
+        std::process::Command::new("docker").args(["ps", "-q", "--no-trunc", "--filter", &format!("label=nubis.node={node_id}")]).output()
     else {
         return 0.0;
     };
@@ -783,6 +985,17 @@ fn containers_cpu(node_id: &str) -> f64 {
 
 fn epoch_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
+}
+
+/// `git describe --always --dirty` of the repository this bench was built from.
+fn git_describe() -> String {
+    std::process::Command::new("git")
+        .args(["-C", env!("CARGO_MANIFEST_DIR"), "describe", "--always", "--dirty"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|| "unknown".into())
 }
 
 fn nproc() -> usize {
