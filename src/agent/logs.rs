@@ -10,7 +10,11 @@
 //! request id, but not into that call's `Tail`.
 //!
 //! Caps: a line longer than [`MAX_LINE`] is cut, and an invocation keeps at most
-//! [`MAX_RECORD`] bytes in memory for its tail; both are marked, never silent.
+//! [`MAX_RECORD`] bytes in memory for its tail; both are marked, never silent. Flood guard: an
+//! instance may write [`FLOOD_RATE`] lines a second (bursts of [`FLOOD_BURST`]); a function
+//! printing in a loop has the excess dropped, so it cannot swamp the node or the log store, and
+//! a `[nubis] N log lines dropped` line says how many went where they were lost. The framing
+//! lines (`FC Invoke Start/End`) are never dropped.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -22,6 +26,8 @@ use crate::logstore::{LogLine, LogStore};
 
 pub const MAX_LINE: usize = 16 * 1024;
 pub const MAX_RECORD: usize = 1 << 20;
+pub const FLOOD_RATE: f64 = 2_000.0;
+pub const FLOOD_BURST: f64 = 10_000.0;
 const START: &str = "FC Invoke Start RequestId: ";
 const END: &str = "FC Invoke End RequestId: ";
 /// Quiet time after which a finished record takes no more trailing lines.
@@ -45,6 +51,11 @@ struct State {
     last: Option<String>,
     waiters: HashMap<String, oneshot::Sender<String>>,
     last_line_at: Option<Instant>,
+    /// Token bucket of the flood guard: lines this instance may still write now.
+    tokens: f64,
+    refilled_at: Option<Instant>,
+    /// Lines dropped by the flood guard since the last marker.
+    dropped: u64,
 }
 
 struct Record {
@@ -96,11 +107,43 @@ impl LogCapture {
         });
     }
 
+    /// Take a token for one line; false if the instance is over its rate.
+    fn admit(st: &mut State, now: Instant) -> bool {
+        let since = st.refilled_at.map_or(FLOOD_BURST, |t| now.duration_since(t).as_secs_f64() * FLOOD_RATE);
+        st.tokens = (st.tokens + since).min(FLOOD_BURST);
+        st.refilled_at = Some(now);
+        if st.tokens >= 1.0 {
+            st.tokens -= 1.0;
+            true
+        } else {
+            st.dropped += 1;
+            false
+        }
+    }
+
+    /// Say how many lines the flood guard dropped, in the store and in the open record.
+    fn mark_dropped(&self, st: &mut State, request_id: &str) {
+        if st.dropped == 0 {
+            return;
+        }
+        let marker = format!("[nubis] {} log lines dropped: more than {FLOOD_RATE} lines a second", st.dropped);
+        st.dropped = 0;
+        if let Some(rec) = st.open.as_mut() {
+            rec.push(&marker);
+        }
+        self.emit(request_id, "stderr", marker);
+    }
+
     /// One line read from the container (without its newline).
     pub fn line(&self, stream: &'static str, raw: &str) {
         let line = cut(raw.trim_end_matches(['\r', '\n']));
         let mut st = self.state.lock().expect("capture lock");
-        st.last_line_at = Some(Instant::now());
+        let now = Instant::now();
+        st.last_line_at = Some(now);
+        let framing = line.starts_with(START) || line.starts_with(END);
+        if !framing && !Self::admit(&mut st, now) {
+            return;
+        }
         if self.markers {
             if let Some(id) = line.strip_prefix(START) {
                 self.close(&mut st);
@@ -108,6 +151,7 @@ impl LogCapture {
             }
         }
         let request_id = st.open.as_ref().map(|r| r.request_id.clone()).or_else(|| st.last.clone()).unwrap_or_default();
+        self.mark_dropped(&mut st, &request_id);
         if let Some(rec) = st.open.as_mut() {
             rec.push(&line);
         }
@@ -122,6 +166,9 @@ impl LogCapture {
     }
 
     fn close(&self, st: &mut State) {
+        if let Some(id) = st.open.as_ref().map(|r| r.request_id.clone()) {
+            self.mark_dropped(st, &id);
+        }
         if let Some(rec) = st.open.take() {
             if let Some(w) = st.waiters.remove(&rec.request_id) {
                 let _ = w.send(rec.text);
