@@ -170,7 +170,7 @@ start_opensearch() {
   local OSMEM; OSMEM=$("$RUN/venv/bin/python" -c 'import osmem_server;print(osmem_server.resolve_binary())')
   bg opensearch "$OSMEM" -addr "127.0.0.1:$OS_PORT" -no-stdin-watch -no-ja
   wait_for 30 "opensearch" curl -sf "http://127.0.0.1:$OS_PORT/"
-  set_env opensearch "export NUBIS_TEST_OPENSEARCH_URL=http://127.0.0.1:$OS_PORT"
+  set_env opensearch "export NUBIS_TEST_OPENSEARCH_URL=http://127.0.0.1:$OS_PORT NUBIS_TEST_OPENSEARCH_PID_FILE=$RUN/opensearch.pid"
 }
 
 start_s3() {

@@ -27,6 +27,13 @@ pub struct Metrics {
     /// Async tasks that reached a final state, by function and status.
     pub async_tasks_finished: IntCounterVec,
     pub log_lines_dropped: IntCounter,
+    /// Log shipping (Elasticsearch/OpenSearch): lines stored locally and not yet shipped.
+    pub log_shipping_backlog: IntGauge,
+    pub log_lines_shipped: IntCounter,
+    /// Failed `_bulk` requests and failed documents.
+    pub log_shipping_errors: IntCounter,
+    /// Unshipped lines deleted anyway because the local store hit `logs.max_lines`.
+    pub log_lines_unshipped_dropped: IntCounter,
     pub instances: IntGaugeVec,
     pub async_queue_depth: IntGauge,
     pub node_memory_bytes: IntGaugeVec,
@@ -78,6 +85,21 @@ impl Default for Metrics {
         let log_lines_dropped =
             IntCounter::new("nubis_log_lines_dropped_total", "Log lines dropped because the log store's buffer was full").expect("valid metric");
         r.register(Box::new(log_lines_dropped.clone())).expect("unique metric");
+        let int_counter = |name: &str, help: &str| {
+            let c = IntCounter::new(name, help).expect("valid metric");
+            r.register(Box::new(c.clone())).expect("unique metric");
+            c
+        };
+        let log_lines_shipped = int_counter("nubis_log_lines_shipped_total", "Log lines shipped to Elasticsearch/OpenSearch");
+        let log_shipping_errors =
+            int_counter("nubis_log_shipping_errors_total", "Failed log shipping requests and documents (retried unless permanent)");
+        let log_lines_unshipped_dropped = int_counter(
+            "nubis_log_lines_unshipped_dropped_total",
+            "Log lines deleted from the local store before they were shipped (logs.max_lines reached)",
+        );
+        let log_shipping_backlog =
+            IntGauge::new("nubis_log_shipping_backlog_lines", "Log lines stored locally and not yet shipped").expect("valid metric");
+        r.register(Box::new(log_shipping_backlog.clone())).expect("unique metric");
         let instances = IntGaugeVec::new(Opts::new("nubis_instances", "Function instances by state"), &["state"]).expect("valid metric");
         r.register(Box::new(instances.clone())).expect("unique metric");
         let async_queue_depth =
@@ -112,6 +134,10 @@ impl Default for Metrics {
                 &["function", "status"],
             ),
             log_lines_dropped,
+            log_shipping_backlog,
+            log_lines_shipped,
+            log_shipping_errors,
+            log_lines_unshipped_dropped,
             instances,
             async_queue_depth,
             node_memory_bytes,

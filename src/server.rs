@@ -1,6 +1,7 @@
 //! Start-up and ordered shutdown of the all-in-one server: every role in one process.
 //!
-//! Start: data dir → metadata store (migrated) → keys → code store → log store → Docker node
+//! Start: data dir → metadata store (migrated) → keys → code store → log store (and its
+//! shipper to OpenSearch, if enabled) → Docker node
 //! (orphans of an earlier run removed) → resource manager + reaper → async queue + dispatcher
 //! → listener.
 //! Stop (SIGTERM/SIGINT): stop accepting → drain in-flight requests (bounded by
@@ -24,7 +25,7 @@ use crate::codestore::{CodeStore, package};
 use crate::config::Config;
 use crate::dispatcher::Dispatcher;
 use crate::queue::{Queue, embedded::EmbeddedQueue, kafka::KafkaQueue};
-use crate::logstore::LogStore;
+use crate::logstore::{LogStore, shipper};
 use crate::metrics::Metrics;
 use crate::scheduler::{ResourceManager, spec::Platform};
 use crate::store::Store;
@@ -74,9 +75,24 @@ impl Server {
             &tracker,
             cancel.child_token(),
             metrics.log_lines_dropped.clone(),
+            if cfg.opensearch.enabled { vec![shipper::TARGET.to_string()] } else { vec![] },
+            metrics.log_lines_unshipped_dropped.clone(),
         )
         .await
         .context("opening the log store")?;
+        if cfg.opensearch.enabled {
+            // Reads logs.db only: an unreachable cluster never delays start-up or invocations.
+            let m = shipper::ShipMetrics {
+                backlog: metrics.log_shipping_backlog.clone(),
+                shipped: metrics.log_lines_shipped.clone(),
+                errors: metrics.log_shipping_errors.clone(),
+            };
+            let s = shipper::Shipper::new(&logs, cfg.opensearch.clone(), cfg.agent.node_id.clone(), m)
+                .await
+                .context("starting the log shipper")?;
+            s.spawn(logs.clone(), &tracker, cancel.child_token());
+            tracing::info!(url = %cfg.opensearch.url, index_prefix = %cfg.opensearch.index_prefix, "shipping logs to OpenSearch");
+        }
         let limits = package::Limits {
             max_zip_bytes: cfg.limits.max_code_zip_bytes,
             max_unzipped_bytes: cfg.limits.max_code_unzipped_bytes,

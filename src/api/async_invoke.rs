@@ -42,9 +42,8 @@ pub async fn accept(st: &AppState, name: &str, qualifier: &str, headers: &Header
         Some(id) if is_valid_task_id(id) => id.to_string(),
         Some(_) => return Err(ApiError::invalid("x-fc-async-task-id must match ^[A-Za-z_][A-Za-z0-9_-]{0,127}$")),
     };
-    if st.store.get_task(name, &task_id).await?.is_some() {
-        return Err(task_exists(&task_id));
-    }
+    // No read for duplicates first: the task row's key refuses them, and the message queued
+    // before that is recognised as a ghost (another request id) and dropped by the dispatcher.
     let request_id = current_request_id();
     match dispatcher::submit(&st.store, st.queue.as_ref(), name, qualifier, &task_id, &request_id, &body).await {
         Ok(()) => {}

@@ -136,8 +136,9 @@ struct Shared {
     http: reqwest::Client,
     /// For Kafka-topic destinations; present when the queue backend is Kafka.
     kafka: Option<rdkafka::producer::FutureProducer>,
-    /// In-flight dispatches per function, so one hot function cannot take every permit.
-    per_function: Mutex<HashMap<String, usize>>,
+    /// Per function: dispatches running, and a bounded queue of those waiting behind them, so one
+    /// hot function cannot take every permit.
+    per_function: Mutex<HashMap<String, Arc<Gate>>>,
     per_function_limit: usize,
 }
 
@@ -146,23 +147,16 @@ pub struct Dispatcher {
     inner: Arc<Shared>,
 }
 
-/// Counts a dispatch against its function while it lives.
-struct FunctionPermit<'a> {
-    shared: &'a Shared,
-    function: String,
+/// One function's share of the dispatcher: `limit` may run; as many again may wait for them
+/// (a waiter is cheaper than a message sent back to the queue and read again), the rest go back.
+struct Gate {
+    limit: usize,
+    running: Arc<Semaphore>,
+    waiting: std::sync::atomic::AtomicUsize,
 }
 
-impl Drop for FunctionPermit<'_> {
-    fn drop(&mut self) {
-        let mut m = self.shared.per_function.lock().expect("per-function lock");
-        if let Some(n) = m.get_mut(&self.function) {
-            *n -= 1;
-            if *n == 0 {
-                m.remove(&self.function);
-            }
-        }
-    }
-}
+/// How long a dispatch waits behind its function's running ones before it gives its message back.
+const GATE_WAIT: Duration = Duration::from_secs(5);
 
 impl Dispatcher {
     pub fn new(
@@ -299,13 +293,15 @@ impl Dispatcher {
         if now_ms() - task.created_ms > i64::from(cfg.max_async_event_age_in_seconds) * 1000 {
             return self.expire(d, &task, &cfg).await;
         }
-        let Some(_fp) = self.function_permit(&f) else {
-            // The function has as many dispatches in flight as it can serve; make room for others.
+        let Some(_fp) = self.function_permit(&f).await else {
+            // The function has as many dispatches running and waiting as it can use; make room.
             s.queue.retry_after(d, Duration::from_millis(200)).await?;
             return Ok(HandleOutcome::Requeued);
         };
-        // From here a slot wait and then the function's own timeout bound the work: lease it.
-        s.queue.extend(d, Duration::from_secs(u64::from(f.config.timeout)) + s.cfg.lease()).await?;
+        // From here a slot wait and then the function's own timeout bound the work: lease it
+        // once for both.
+        let work = s.rm.acquire_timeout() + Duration::from_secs(u64::from(f.config.timeout));
+        s.queue.extend(d, work + s.cfg.lease()).await?;
         let started = std::time::Instant::now();
         // Shutting down cancels the wait for a slot (the message goes back at once, the task
         // keeps its state), never an event already in an instance: that one finishes within
@@ -317,8 +313,11 @@ impl Dispatcher {
                 return Ok(HandleOutcome::Requeued);
             }
         };
-        // The wait for a slot may have used much of the lease: renew it for the run itself.
-        s.queue.extend(d, Duration::from_secs(u64::from(f.config.timeout)) + s.cfg.lease()).await?;
+        // Age counts until the run starts, and waiting for the gate or a slot takes time.
+        if now_ms() - task.created_ms > i64::from(cfg.max_async_event_age_in_seconds) * 1000 {
+            drop(acquired);
+            return self.expire(d, &task, &cfg).await;
+        }
         // Label the run by the state it starts from, decided by the guarded write itself (not by
         // the snapshot read above: two live deliveries of one task may both have read Enqueued).
         // From Running it repeats a run whose outcome was never recorded (its dispatcher died, or
@@ -375,16 +374,31 @@ impl Dispatcher {
         }
     }
 
-    fn function_permit(&self, f: &FunctionRecord) -> Option<FunctionPermit<'_>> {
+    async fn function_permit(&self, f: &FunctionRecord) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        use std::sync::atomic::Ordering;
         let s = &self.inner;
-        let mut m = s.per_function.lock().expect("per-function lock");
-        let n = m.entry(f.name.to_string()).or_default();
         let limit = s.per_function_limit * f.config.instance_concurrency as usize;
-        if *n >= limit {
+        let gate = {
+            let mut m = s.per_function.lock().expect("per-function lock");
+            let g = m.entry(f.name.to_string()).or_insert_with(|| {
+                Arc::new(Gate { limit, running: Arc::new(Semaphore::new(limit)), waiting: Default::default() })
+            });
+            if g.limit != limit {
+                // The function's concurrency changed: a new gate (the old one drains by itself).
+                *g = Arc::new(Gate { limit, running: Arc::new(Semaphore::new(limit)), waiting: Default::default() });
+            }
+            g.clone()
+        };
+        if let Ok(p) = gate.running.clone().try_acquire_owned() {
+            return Some(p);
+        }
+        if gate.waiting.fetch_add(1, Ordering::SeqCst) >= gate.limit {
+            gate.waiting.fetch_sub(1, Ordering::SeqCst);
             return None;
         }
-        *n += 1;
-        Some(FunctionPermit { shared: s, function: f.name.to_string() })
+        let permit = tokio::time::timeout(GATE_WAIT, gate.running.clone().acquire_owned()).await;
+        gate.waiting.fetch_sub(1, Ordering::SeqCst);
+        permit.ok()?.ok()
     }
 
     async fn failed(

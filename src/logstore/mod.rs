@@ -9,6 +9,9 @@
 //! in batches (one transaction per batch), so a slow disk never blocks an invocation: a full
 //! buffer drops lines and counts them (`nubis_log_lines_dropped_total`). The `Tail` header of a
 //! sync call is served from the capture itself, not from this store.
+//!
+//! The store is also the spill of log shipping ([`shipper`]): a shipper tails it by id and keeps
+//! its cursor in `ship_cursor`; retention keeps lines a shipping target has not sent yet.
 
 use std::path::Path;
 use std::str::FromStr;
@@ -23,6 +26,8 @@ use tokio_util::task::TaskTracker;
 use utoipa::ToSchema;
 
 use crate::config::LogsConfig;
+
+pub mod shipper;
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -80,6 +85,12 @@ pub struct LogStore {
     tx: mpsc::Sender<LogLine>,
     pool: SqlitePool,
     dropped: prometheus::IntCounter,
+    path: std::path::PathBuf,
+    /// Shipping targets whose unshipped lines retention keeps.
+    ship_targets: Vec<String>,
+    unshipped_dropped: prometheus::IntCounter,
+    /// Cancelled when the writer has written its last batch (after shutdown).
+    writer_done: CancellationToken,
 }
 
 /// Lines buffered between the agents and the writer. A burst larger than this is dropped and
@@ -98,16 +109,22 @@ const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS log_lines (
     message TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS log_lines_fn_ts ON log_lines (function_name, ts_ms);
-CREATE INDEX IF NOT EXISTS log_lines_fn_req ON log_lines (function_name, request_id);";
+CREATE INDEX IF NOT EXISTS log_lines_fn_req ON log_lines (function_name, request_id);
+CREATE TABLE IF NOT EXISTS ship_cursor (target TEXT PRIMARY KEY, last_id INTEGER NOT NULL);";
 
 impl LogStore {
-    /// `dropped` counts lines refused because the buffer was full (a metric).
+    /// `dropped` counts lines refused because the buffer was full (a metric). `ship_targets`
+    /// name the enabled shipping targets (their cursors in `ship_cursor`): retention keeps the
+    /// lines they have not shipped, unless `max_lines` is exceeded (`unshipped_dropped` counts
+    /// the unshipped lines deleted then).
     pub async fn open(
         path: &Path,
         cfg: LogsConfig,
         tracker: &TaskTracker,
         cancel: CancellationToken,
         dropped: prometheus::IntCounter,
+        ship_targets: Vec<String>,
+        unshipped_dropped: prometheus::IntCounter,
     ) -> Result<Self, LogStoreError> {
         let opts = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))?
             .create_if_missing(true)
@@ -118,8 +135,28 @@ impl LogStore {
         let pool = SqlitePoolOptions::new().max_connections(4).connect_with(opts).await?;
         sqlx::raw_sql(SCHEMA).execute(&pool).await?;
         let (tx, rx) = mpsc::channel(BUFFER_LINES);
-        tracker.spawn(writer(pool.clone(), cfg, rx, cancel));
-        Ok(Self { tx, pool, dropped })
+        let writer_done = CancellationToken::new();
+        let store = Self {
+            tx,
+            pool,
+            dropped,
+            path: path.to_path_buf(),
+            ship_targets,
+            unshipped_dropped,
+            writer_done: writer_done.clone(),
+        };
+        tracker.spawn(writer(store.clone(), cfg, rx, cancel, writer_done));
+        Ok(store)
+    }
+
+    /// The SQLite file (the shipper opens its own connections to it).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Completes once the writer has stopped (after shutdown, with its buffer written).
+    pub async fn writer_finished(&self) {
+        self.writer_done.cancelled().await
     }
 
     pub fn append(&self, line: LogLine) {
@@ -177,19 +214,46 @@ impl LogStore {
 
     /// Apply retention now (the writer also does it every few minutes). Returns lines removed.
     pub async fn apply_retention(&self, cfg: &LogsConfig) -> Result<u64, LogStoreError> {
-        retention(&self.pool, cfg).await
+        self.retention(cfg).await
     }
-}
 
-async fn retention(pool: &SqlitePool, cfg: &LogsConfig) -> Result<u64, LogStoreError> {
-    let cutoff = chrono::Utc::now().timestamp_millis() - i64::from(cfg.retention_days) * 86_400_000;
-    let old = sqlx::query("DELETE FROM log_lines WHERE ts_ms < ?").bind(cutoff).execute(pool).await?;
-    // Ids grow with insertion, so "all but the newest max_lines" is one range.
-    let over = sqlx::query("DELETE FROM log_lines WHERE id <= (SELECT MAX(id) FROM log_lines) - ?")
-        .bind(cfg.max_lines as i64)
-        .execute(pool)
-        .await?;
-    Ok(old.rows_affected() + over.rows_affected())
+    async fn retention(&self, cfg: &LogsConfig) -> Result<u64, LogStoreError> {
+        let pool = &self.pool;
+        // Lines up to here are shipped to every enabled target (a target that never shipped
+        // has cursor 0): only those may go for their age.
+        let mut shipped_upto = i64::MAX;
+        for t in &self.ship_targets {
+            let c: Option<i64> =
+                sqlx::query_scalar("SELECT last_id FROM ship_cursor WHERE target = ?").bind(t).fetch_optional(pool).await?;
+            shipped_upto = shipped_upto.min(c.unwrap_or(0));
+        }
+        let cutoff = chrono::Utc::now().timestamp_millis() - i64::from(cfg.retention_days) * 86_400_000;
+        let old =
+            sqlx::query("DELETE FROM log_lines WHERE ts_ms < ? AND id <= ?").bind(cutoff).bind(shipped_upto).execute(pool).await?;
+        // The row cap wins over shipping: a target away for long must not fill the disk. Lines
+        // deleted here before they were shipped are lost to that target; they are counted
+        // (nubis_log_lines_unshipped_dropped_total) and the shipper skips past them.
+        // Ids grow with insertion, so "all but the newest max_lines" is one range.
+        let max: Option<i64> = sqlx::query_scalar("SELECT MAX(id) FROM log_lines").fetch_one(pool).await?;
+        let Some(max) = max else { return Ok(old.rows_affected()) };
+        let limit = max - i64::try_from(cfg.max_lines).unwrap_or(i64::MAX);
+        if limit <= 0 {
+            return Ok(old.rows_affected());
+        }
+        if shipped_upto < limit {
+            let lost: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM log_lines WHERE id > ? AND id <= ?")
+                .bind(shipped_upto)
+                .bind(limit)
+                .fetch_one(pool)
+                .await?;
+            if lost > 0 {
+                tracing::warn!(lines = lost, "log store over logs.max_lines: deleting lines not yet shipped");
+                self.unshipped_dropped.inc_by(lost as u64);
+            }
+        }
+        let over = sqlx::query("DELETE FROM log_lines WHERE id <= ?").bind(limit).execute(pool).await?;
+        Ok(old.rows_affected() + over.rows_affected())
+    }
 }
 
 async fn insert(pool: &SqlitePool, batch: &[LogLine]) -> Result<(), sqlx::Error> {
@@ -207,11 +271,19 @@ async fn insert(pool: &SqlitePool, batch: &[LogLine]) -> Result<(), sqlx::Error>
     Ok(())
 }
 
-async fn writer(pool: SqlitePool, cfg: LogsConfig, mut rx: mpsc::Receiver<LogLine>, cancel: CancellationToken) {
+async fn writer(
+    store: LogStore,
+    cfg: LogsConfig,
+    mut rx: mpsc::Receiver<LogLine>,
+    cancel: CancellationToken,
+    done: CancellationToken,
+) {
+    // (The sender inside `store` does not keep the writer alive: shutdown closes `rx`.)
+    let pool = store.pool.clone();
     let mut next_retention = tokio::time::Instant::now();
     loop {
         if tokio::time::Instant::now() >= next_retention {
-            if let Err(e) = retention(&pool, &cfg).await {
+            if let Err(e) = store.retention(&cfg).await {
                 tracing::warn!("log retention: {e:#}");
             }
             next_retention += RETENTION_EVERY;
@@ -238,6 +310,7 @@ async fn writer(pool: SqlitePool, cfg: LogsConfig, mut rx: mpsc::Receiver<LogLin
         }
     }
     pool.close().await;
+    done.cancel();
 }
 
 #[cfg(test)]
@@ -254,9 +327,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let cfg = LogsConfig { retention_days: 1, max_lines: 3 };
         let (tracker, cancel) = (TaskTracker::new(), CancellationToken::new());
-        let store = LogStore::open(&dir.path().join("l.db"), cfg.clone(), &tracker, cancel.clone(), prometheus::IntCounter::new("d", "d").unwrap())
-            .await
-            .unwrap();
+        let c = || prometheus::IntCounter::new("d", "d").unwrap();
+        let store = LogStore::open(&dir.path().join("l.db"), cfg.clone(), &tracker, cancel.clone(), c(), vec![], c()).await.unwrap();
         let now = chrono::Utc::now().timestamp_millis();
         let lines: Vec<_> = [(now - 3 * 86_400_000, "old")].into_iter().chain((0..5).map(|i| (now + i, "new"))).map(|(t, m)| line("f", t, m)).collect();
         insert(&store.pool, &lines).await.unwrap();
@@ -266,6 +338,36 @@ mod tests {
         let left = store.query(&q).await.unwrap();
         assert_eq!(left.len(), 3, "the old line is gone, and the two beyond max_lines");
         assert!(left.iter().all(|l| l.message == "new" && l.timestamp >= now + 2));
+        cancel.cancel();
+    }
+
+    #[tokio::test]
+    async fn retention_keeps_unshipped_lines_unless_over_the_row_cap() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = LogsConfig { retention_days: 1, max_lines: 100 };
+        let (tracker, cancel) = (TaskTracker::new(), CancellationToken::new());
+        let (dropped, unshipped) = (prometheus::IntCounter::new("d", "d").unwrap(), prometheus::IntCounter::new("u", "u").unwrap());
+        let store = LogStore::open(&dir.path().join("l.db"), cfg.clone(), &tracker, cancel.clone(), dropped, vec!["t".into()], unshipped.clone())
+            .await
+            .unwrap();
+        let old = chrono::Utc::now().timestamp_millis() - 3 * 86_400_000;
+        let lines: Vec<_> = (0..5).map(|i| line("f", old + i, "old")).collect();
+        insert(&store.pool, &lines).await.unwrap();
+        let ids = |s: LogStore| async move {
+            let q = LogQuery { function: "f".into(), limit: 10, ..Default::default() };
+            s.query(&q).await.unwrap().iter().map(|l| l.id).rev().collect::<Vec<_>>()
+        };
+        // No cursor yet: the target shipped nothing, so nothing may go for its age.
+        store.apply_retention(&cfg).await.unwrap();
+        assert_eq!(ids(store.clone()).await, [1, 2, 3, 4, 5]);
+        sqlx::query("INSERT INTO ship_cursor (target, last_id) VALUES ('t', 2)").execute(&store.pool).await.unwrap();
+        store.apply_retention(&cfg).await.unwrap();
+        assert_eq!(ids(store.clone()).await, [3, 4, 5], "only shipped old lines are deleted");
+        assert_eq!(unshipped.get(), 0);
+        // Over the row cap, unshipped lines go too, and are counted.
+        store.apply_retention(&LogsConfig { retention_days: 1, max_lines: 1 }).await.unwrap();
+        assert_eq!(ids(store.clone()).await, [5]);
+        assert_eq!(unshipped.get(), 2);
         cancel.cancel();
     }
 }

@@ -207,6 +207,11 @@ impl ResourceManager {
         &self.inner.node
     }
 
+    /// The longest a call waits for a slot before it is throttled.
+    pub fn acquire_timeout(&self) -> Duration {
+        self.inner.cfg.acquire_timeout()
+    }
+
     pub fn metrics(&self) -> &Metrics {
         &self.inner.metrics
     }
