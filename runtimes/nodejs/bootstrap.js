@@ -137,6 +137,8 @@ async function run(phase, headers, call) {
     process.stderr.write(`${err instanceof Error && err.stack ? err.stack : util.inspect(err)}\n`);
     return [errorBody(err), null];
   } finally {
+    // On both streams: the agent closes the log record when each pipe has delivered its End.
+    process.stderr.write(`FC ${phase} End RequestId: ${ctx.requestId}\n`);
     say(`FC ${phase} End RequestId: ${ctx.requestId}`);
   }
 }

@@ -184,7 +184,12 @@ class Handler(BaseHTTPRequestHandler):
         finally:
             sys.stdout.flush()
             sys.stderr.flush()
-            _say("FC %s End RequestId: %s" % (phase, ctx.request_id))
+            end = "FC %s End RequestId: %s" % (phase, ctx.request_id)
+            # On both streams: stdout and stderr are separate pipes, and the agent closes the
+            # invocation's log record only when each has delivered its End (each pipe keeps order).
+            sys.stderr.write(end + "\n")
+            sys.stderr.flush()
+            _say(end)
             _local.request_id = ""
 
     def _invoke(self, event):

@@ -3,8 +3,9 @@
 //! Built-in runtimes print `FC Invoke Start RequestId: X` / `FC Invoke End RequestId: X`
 //! around each invocation, so lines from Start on belong to X, even when they arrive after the
 //! HTTP response. stdout and stderr are separate pipes, so a traceback on stderr can reach us
-//! after `End` on stdout: a record therefore stays open after its End until the streams have
-//! been quiet for a moment (or the next Start). Custom servers print no markers: the agent opens
+//! after `End` on stdout: the bootstraps therefore print End on both streams, and a record is
+//! complete once both Ends are in (then quiet for a moment; or the next Start, or a deadline
+//! for images that print End on one stream only). Custom servers print no markers: the agent opens
 //! the record itself when it sends the request and closes it once the response is in and the
 //! streams have gone quiet; a line arriving later still goes to the store under the last
 //! request id, but not into that call's `Tail`.
@@ -62,8 +63,10 @@ struct Record {
     request_id: String,
     text: String,
     truncated: bool,
-    /// Its End marker has been read (built-in runtimes).
-    ended: bool,
+    /// Streams whose End marker has been read (built-in runtimes print it on both): bit 0
+    /// stdout, bit 1 stderr. Each pipe keeps its own order, so a stream's End means all it
+    /// printed for the invocation is in.
+    ends: u8,
 }
 
 impl Record {
@@ -144,22 +147,31 @@ impl LogCapture {
         if !framing && !Self::admit(&mut st, now) {
             return;
         }
+        if self.markers && let Some(id) = line.strip_prefix(END) {
+            let rec = st.open.as_mut().filter(|r| r.request_id == id.trim());
+            // stdout's End is the one stored (it keeps its order with the function's prints);
+            // stderr's only says that stream is complete, and is never stored, even when it
+            // arrives after its record was closed by the next Start.
+            if stream == "stderr" {
+                if let Some(rec) = rec {
+                    rec.ends |= 2;
+                }
+                return;
+            }
+            if let Some(rec) = rec {
+                rec.ends |= 1;
+            }
+        }
         if self.markers {
             if let Some(id) = line.strip_prefix(START) {
                 self.close(&mut st);
-                st.open = Some(Record { request_id: id.trim().to_string(), text: String::new(), truncated: false, ended: false });
+                st.open = Some(Record { request_id: id.trim().to_string(), text: String::new(), truncated: false, ends: 0 });
             }
         }
         let request_id = st.open.as_ref().map(|r| r.request_id.clone()).or_else(|| st.last.clone()).unwrap_or_default();
         self.mark_dropped(&mut st, &request_id);
         if let Some(rec) = st.open.as_mut() {
             rec.push(&line);
-        }
-        if self.markers
-            && let Some(id) = line.strip_prefix(END)
-            && let Some(rec) = st.open.as_mut().filter(|r| r.request_id == id.trim())
-        {
-            rec.ended = true;
         }
         drop(st);
         self.emit(&request_id, stream, line);
@@ -188,7 +200,7 @@ impl LogCapture {
         if !self.markers {
             self.close(&mut st);
             let start = format!("{START}{request_id}");
-            let mut rec = Record { request_id: request_id.to_string(), text: String::new(), truncated: false, ended: false };
+            let mut rec = Record { request_id: request_id.to_string(), text: String::new(), truncated: false, ends: 0 };
             rec.push(&start);
             st.open = Some(rec);
             drop(st);
@@ -205,7 +217,7 @@ impl LogCapture {
                 tokio::time::sleep(Duration::from_millis(5)).await;
                 let (ended, quiet) = {
                     let st = self.state.lock().expect("capture lock");
-                    let ended = !self.markers || st.open.as_ref().is_none_or(|r| r.request_id != request_id || r.ended);
+                    let ended = !self.markers || st.open.as_ref().is_none_or(|r| r.request_id != request_id || r.ends == 3);
                     (ended, st.last_line_at.is_none_or(|t| t.elapsed() >= QUIET))
                 };
                 if (ended && quiet) || Instant::now() >= deadline {
@@ -265,6 +277,48 @@ mod tests {
         assert_eq!(tail("abcdef", 3), "def");
         assert_eq!(tail("aé", 1), "");
         assert_eq!(tail("aéb", 2), "b");
+    }
+
+    #[tokio::test]
+    async fn a_late_stderr_end_closes_nothing_twice_and_is_not_stored() {
+        use crate::logstore::{LogQuery, LogStore};
+        let dir = tempfile::tempdir().unwrap();
+        let (tracker, cancel) = (tokio_util::task::TaskTracker::new(), tokio_util::sync::CancellationToken::new());
+        let store = LogStore::open(
+            &dir.path().join("l.db"),
+            crate::config::LogsConfig::default(),
+            &tracker,
+            cancel.clone(),
+            prometheus::IntCounter::new("d", "d").unwrap(),
+            Vec::new(),
+            prometheus::IntCounter::new("u", "u").unwrap(),
+        )
+        .await
+        .unwrap();
+        let cap = LogCapture::new("f".into(), "i".into(), true, store.clone());
+        let rx = cap.begin("r1", true);
+        cap.line("stdout", "FC Invoke Start RequestId: r1");
+        cap.line("stdout", "a");
+        cap.line("stdout", "FC Invoke End RequestId: r1");
+        cap.line("stderr", "Traceback r1");
+        cap.line("stderr", "FC Invoke End RequestId: r1");
+        assert_eq!(cap.end("r1", rx).await.unwrap(), "FC Invoke Start RequestId: r1\na\nFC Invoke End RequestId: r1\nTraceback r1\n");
+        cap.line("stdout", "FC Invoke Start RequestId: r2");
+        cap.line("stderr", "FC Invoke End RequestId: r1"); // a duplicate arriving late
+        cap.line("stdout", "b");
+        cap.line("stdout", "FC Invoke End RequestId: r2");
+        cap.line("stderr", "FC Invoke End RequestId: r2");
+        let q = |r: &str| LogQuery { function: "f".into(), request_id: Some(r.into()), limit: 10, ..Default::default() };
+        let msgs = |v: Vec<crate::logstore::StoredLine>| v.into_iter().rev().map(|l| l.message).collect::<Vec<_>>();
+        // The writer stores asynchronously: wait (bounded) for r2's End.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !msgs(store.query(&q("r2")).await.unwrap()).iter().any(|m| m.contains("End")) {
+            assert!(Instant::now() < deadline, "lines not stored in time");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(msgs(store.query(&q("r1")).await.unwrap()), ["FC Invoke Start RequestId: r1", "a", "FC Invoke End RequestId: r1", "Traceback r1"]);
+        assert_eq!(msgs(store.query(&q("r2")).await.unwrap()), ["FC Invoke Start RequestId: r2", "b", "FC Invoke End RequestId: r2"]);
+        cancel.cancel();
     }
 
     #[test]

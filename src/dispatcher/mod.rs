@@ -18,6 +18,7 @@ use base64::Engine;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
+use tracing::Instrument;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -235,7 +236,17 @@ impl Dispatcher {
 
     /// Process one delivered message to its next resting point.
     pub async fn handle(&self, d: Delivery, cancel: &CancellationToken) -> HandleOutcome {
-        match self.try_handle(&d, cancel).await {
+        // The same request id as the API's span for this event, so every platform log line of
+        // an async invocation (dispatcher, scheduler, agent) can be found by it.
+        let Ok(msg) = serde_json::from_slice::<AsyncMessage>(&d.body) else {
+            tracing::error!(message = %d.id, "dropping an unreadable async message");
+            return match self.inner.queue.ack(&d).await {
+                Ok(()) => HandleOutcome::Dropped,
+                Err(_) => HandleOutcome::Abandoned,
+            };
+        };
+        let span = tracing::info_span!("async", request_id = %msg.request_id, task_id = %msg.task_id, function = %msg.function_name);
+        match self.try_handle(&d, &msg, cancel).instrument(span).await {
             Ok(o) => o,
             Err(e) => {
                 tracing::warn!(message = %d.id, "async dispatch interrupted, the message will return: {e}");
@@ -244,13 +255,8 @@ impl Dispatcher {
         }
     }
 
-    async fn try_handle(&self, d: &Delivery, cancel: &CancellationToken) -> Result<HandleOutcome, DispatchError> {
+    async fn try_handle(&self, d: &Delivery, msg: &AsyncMessage, cancel: &CancellationToken) -> Result<HandleOutcome, DispatchError> {
         let s = &self.inner;
-        let Ok(msg) = serde_json::from_slice::<AsyncMessage>(&d.body) else {
-            tracing::error!(message = %d.id, "dropping an unreadable async message");
-            s.queue.ack(d).await?;
-            return Ok(HandleOutcome::Dropped);
-        };
         let Some(f) = s.store.get_function(&msg.function_name).await? else {
             // Deleted since: its tasks went with it (or are marked invalid if still there).
             let change = change(TaskStatus::Invalid, "the function no longer exists");
