@@ -5,7 +5,6 @@ use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use base64::Engine;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -13,7 +12,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::error::{ApiError, ErrorBody, current_request_id};
 use super::functions::{load, qualifier_or_latest};
-use super::{AppState, no_content};
+use super::{AppState, no_content, paging};
 use crate::dispatcher::{self, DispatchError};
 use crate::model::async_task::{AsyncConfig, DestinationTarget, TaskStatus, is_valid_task_id, new_task_id};
 use crate::store::{StoreError, TaskQuery};
@@ -150,27 +149,6 @@ pub struct ListAsyncInvokeConfigsOutput {
     pub next_token: Option<String>,
 }
 
-fn page_limit(limit: Option<u32>) -> Result<u32, ApiError> {
-    let limit = limit.unwrap_or(20);
-    if (1..=100).contains(&limit) { Ok(limit) } else { Err(ApiError::invalid("limit must be between 1 and 100")) }
-}
-
-fn decode_token(t: Option<&str>) -> Result<Option<String>, ApiError> {
-    match t.filter(|t| !t.is_empty()) {
-        None => Ok(None),
-        Some(t) => base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(t)
-            .ok()
-            .and_then(|b| String::from_utf8(b).ok())
-            .map(Some)
-            .ok_or_else(|| ApiError::invalid("nextToken is not a token this server issued")),
-    }
-}
-
-fn encode_token(s: &str) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s)
-}
-
 #[utoipa::path(get, path = "/2023-03-30/async-invoke-configs", tag = "async", params(ListConfigsQuery),
     responses((status = 200, body = ListAsyncInvokeConfigsOutput), (status = 400, body = ErrorBody)))]
 pub async fn list_async_invoke_configs(
@@ -178,14 +156,14 @@ pub async fn list_async_invoke_configs(
     q: Result<Query<ListConfigsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<ListAsyncInvokeConfigsOutput>, ApiError> {
     let q = parse_query(q)?;
-    let limit = page_limit(q.limit)?;
-    let after = decode_token(q.next_token.as_deref())?.unwrap_or_default();
+    let limit = paging::limit(q.limit, 20, 100)?;
+    let after = paging::decode(q.next_token.as_deref())?.unwrap_or_default();
     let function = q.function_name.as_deref().filter(|f| !f.is_empty());
     let mut rows = st.store.list_async_configs(function, &after, limit + 1).await?;
     let next_token = (rows.len() > limit as usize).then(|| {
         rows.truncate(limit as usize);
         let last = &rows[rows.len() - 1];
-        encode_token(&format!("{}\0{}", last.function_name, last.qualifier))
+        paging::encode(&format!("{}\0{}", last.function_name, last.qualifier))
     });
     let (region, account) = (&st.cfg.server.region, &st.cfg.server.account_id);
     Ok(Json(ListAsyncInvokeConfigsOutput { configs: rows.iter().map(|r| r.to_api(region, account)).collect(), next_token }))
@@ -236,18 +214,18 @@ pub async fn list_async_tasks(
 ) -> Result<Json<ListAsyncTaskOutput>, ApiError> {
     let q = parse_query(q)?;
     load(&st, &name).await?;
-    let limit = page_limit(q.limit)?;
+    let limit = paging::limit(q.limit, 20, 100)?;
     let status = q.status.as_deref().filter(|s| !s.is_empty()).map(str::parse::<TaskStatus>).transpose()?;
     let descending = match q.sort_order_by_time.as_deref().map(str::to_ascii_lowercase).as_deref() {
         None | Some("") | Some("desc") => true,
         Some("asc") => false,
         Some(o) => return Err(ApiError::invalid(format!("sortOrderByTime must be asc or desc, got '{o}'"))),
     };
-    let after = match decode_token(q.next_token.as_deref())? {
+    let after = match paging::decode(q.next_token.as_deref())? {
         None => None,
         Some(t) => {
-            let (ms, id) = t.split_once(':').ok_or_else(|| ApiError::invalid("nextToken is not a token this server issued"))?;
-            Some((ms.parse().map_err(|_| ApiError::invalid("nextToken is not a token this server issued"))?, id.to_string()))
+            let (ms, id) = t.split_once(':').ok_or_else(paging::bad_token)?;
+            Some((ms.parse().map_err(|_| paging::bad_token())?, id.to_string()))
         }
     };
     let include_payload = parse_bool("includePayload", q.include_payload.as_deref())?;
@@ -267,7 +245,7 @@ pub async fn list_async_tasks(
     let next_token = (rows.len() > limit as usize).then(|| {
         rows.truncate(limit as usize);
         let last = &rows[rows.len() - 1];
-        encode_token(&format!("{}:{}", last.created_ms, last.task_id))
+        paging::encode(&format!("{}:{}", last.created_ms, last.task_id))
     });
     let (region, account) = (&st.cfg.server.region, &st.cfg.server.account_id);
     Ok(Json(ListAsyncTaskOutput { tasks: rows.iter().map(|t| t.to_api(region, account, include_payload)).collect(), next_token }))

@@ -20,7 +20,7 @@ use serde_json::{Map, Value};
 use utoipa::{IntoParams, ToSchema};
 
 use super::error::{ApiError, ErrorBody};
-use super::{AppState, no_content};
+use super::{AppState, no_content, paging};
 use crate::codestore::package;
 use crate::model::{Function, FunctionConfig, FunctionName, FunctionRecord, RuntimeKind, Tag};
 use crate::store::StoreError;
@@ -240,22 +240,12 @@ pub async fn list_functions(
     q: Result<Query<ListParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<ListFunctionsOutput>, ApiError> {
     let q = query(q)?;
-    let limit = q.limit.unwrap_or(20);
-    if !(1..=100).contains(&limit) {
-        return Err(ApiError::invalid("limit must be between 1 and 100"));
-    }
-    let start_after = match q.next_token.as_deref().filter(|t| !t.is_empty()) {
-        None => String::new(),
-        Some(t) => base64::engine::general_purpose::URL_SAFE_NO_PAD
-            .decode(t)
-            .ok()
-            .and_then(|b| String::from_utf8(b).ok())
-            .ok_or_else(|| ApiError::invalid("nextToken is not a token this server issued"))?,
-    };
+    let limit = paging::limit(q.limit, 20, 100)?;
+    let start_after = paging::decode(q.next_token.as_deref())?.unwrap_or_default();
     let mut rows = st.store.list_functions(q.prefix.as_deref().unwrap_or(""), &start_after, limit + 1).await?;
     let next_token = (rows.len() > limit as usize).then(|| {
         rows.truncate(limit as usize);
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(rows[rows.len() - 1].name.as_str())
+        paging::encode(rows[rows.len() - 1].name.as_str())
     });
     Ok(Json(ListFunctionsOutput { functions: rows.iter().map(|f| api(&st, f)).collect(), next_token }))
 }

@@ -4,11 +4,10 @@
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
-use base64::Engine;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
-use super::AppState;
+use super::{AppState, paging};
 use super::error::{ApiError, ErrorBody};
 use super::functions::load;
 use crate::logstore::{LogQuery, StoredLine};
@@ -48,20 +47,10 @@ pub async fn get_function_logs(
 ) -> Result<Json<GetFunctionLogsOutput>, ApiError> {
     let Query(q) = q.map_err(|e| ApiError::invalid(e.body_text()))?;
     load(&st, &name).await?;
-    let limit = q.limit.unwrap_or(100);
-    if !(1..=1000).contains(&limit) {
-        return Err(ApiError::invalid("limit must be between 1 and 1000"));
-    }
-    let bad_token = || ApiError::invalid("nextToken is not a token this server issued");
-    let before_id = match q.next_token.as_deref().filter(|t| !t.is_empty()) {
+    let limit = paging::limit(q.limit, 100, 1000)?;
+    let before_id = match paging::decode(q.next_token.as_deref())? {
         None => None,
-        Some(t) => Some(
-            base64::engine::general_purpose::URL_SAFE_NO_PAD
-                .decode(t)
-                .ok()
-                .and_then(|b| String::from_utf8(b).ok()?.parse::<i64>().ok())
-                .ok_or_else(bad_token)?,
-        ),
+        Some(t) => Some(t.parse::<i64>().map_err(|_| paging::bad_token())?),
     };
     let nonempty = |s: Option<String>| s.filter(|s| !s.is_empty());
     let query = LogQuery {
@@ -77,7 +66,7 @@ pub async fn get_function_logs(
     let mut logs = st.logs.query(&query).await.map_err(|e| ApiError::unavailable("log store", e))?;
     let next_token = (logs.len() > limit as usize).then(|| {
         logs.truncate(limit as usize);
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(logs[logs.len() - 1].id.to_string())
+        paging::encode(&logs[logs.len() - 1].id.to_string())
     });
     Ok(Json(GetFunctionLogsOutput { logs, next_token }))
 }

@@ -13,6 +13,7 @@ pub mod functions;
 pub mod invoke;
 pub mod keys;
 pub mod logs;
+pub mod paging;
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
