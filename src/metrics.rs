@@ -36,6 +36,7 @@ pub struct Metrics {
     pub log_lines_unshipped_dropped: IntCounter,
     pub instances: IntGaugeVec,
     pub async_queue_depth: IntGauge,
+    pub async_queue_oldest_age: prometheus::Gauge,
     pub node_memory_bytes: IntGaugeVec,
 }
 
@@ -105,6 +106,12 @@ impl Default for Metrics {
         let async_queue_depth =
             IntGauge::new("nubis_async_queue_depth", "Async invocations queued and not yet finished").expect("valid metric");
         r.register(Box::new(async_queue_depth.clone())).expect("unique metric");
+        let async_queue_oldest_age = prometheus::Gauge::new(
+            "nubis_async_queue_oldest_age_seconds",
+            "Age of the oldest unfinished async invocation (0 when the queue is empty; embedded queue only)",
+        )
+        .expect("valid metric");
+        r.register(Box::new(async_queue_oldest_age.clone())).expect("unique metric");
         let node_memory_bytes =
             IntGaugeVec::new(Opts::new("nubis_node_memory_bytes", "Memory this node offers to instances, and how much is placed"), &["kind"])
                 .expect("valid metric");
@@ -140,6 +147,7 @@ impl Default for Metrics {
             log_lines_unshipped_dropped,
             instances,
             async_queue_depth,
+            async_queue_oldest_age,
             node_memory_bytes,
             registry: r,
         }

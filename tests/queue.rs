@@ -90,6 +90,25 @@ async fn embedded_queue_conformance() {
 }
 
 #[tokio::test]
+async fn embedded_queue_reports_its_oldest_message() {
+    let (q, _dir) = embedded().await;
+    assert_eq!(q.oldest_enqueued_ms().await.unwrap(), None);
+    q.enqueue(msg("a", "first")).await.unwrap();
+    q.enqueue(msg("b", "second")).await.unwrap();
+    let got = receive_n(q.as_ref(), 2, Duration::from_secs(5)).await;
+    let first = got.iter().find(|d| d.body == b"first").unwrap();
+    assert_eq!(q.oldest_enqueued_ms().await.unwrap(), Some(first.enqueued_ms), "leased messages count: unfinished");
+    // A retried message keeps its place: it is still the oldest.
+    q.retry_after(first, Duration::from_millis(1)).await.unwrap();
+    assert_eq!(q.oldest_enqueued_ms().await.unwrap(), Some(first.enqueued_ms));
+    let second = got.iter().find(|d| d.body == b"second").unwrap();
+    q.ack(second).await.unwrap();
+    let again = receive_n(q.as_ref(), 1, Duration::from_secs(5)).await.pop().unwrap();
+    q.ack(&again).await.unwrap();
+    assert_eq!(q.oldest_enqueued_ms().await.unwrap(), None);
+}
+
+#[tokio::test]
 async fn kafka_queue_conformance() {
     let q = KafkaQueue::connect(kafka_cfg("conf")).await.expect("broker reachable");
     delivers_each_message_and_acks(&q).await;

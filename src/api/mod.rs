@@ -167,6 +167,10 @@ async fn metrics(State(st): State<AppState>) -> Response {
     if let Ok(Ok(depth)) = tokio::time::timeout(std::time::Duration::from_secs(2), st.queue.depth()).await {
         st.metrics.async_queue_depth.set(depth as i64);
     }
+    if let Ok(Ok(oldest)) = tokio::time::timeout(std::time::Duration::from_secs(2), st.queue.oldest_enqueued_ms()).await {
+        let age_ms = oldest.map_or(0, |t| (crate::dispatcher::now_ms() - t).max(0));
+        st.metrics.async_queue_oldest_age.set(age_ms as f64 / 1000.0);
+    }
     ([("content-type", "text/plain; version=0.0.4")], st.metrics.render()).into_response()
 }
 

@@ -203,6 +203,14 @@ impl Queue for EmbeddedQueue {
         let n: i64 = row.try_get(0).map_err(unavailable)?;
         Ok(n as u64)
     }
+
+    async fn oldest_enqueued_ms(&self) -> Result<Option<i64>, QueueError> {
+        let row = sqlx::query("SELECT MIN(enqueued_ms) FROM queue_messages")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        row.try_get::<Option<i64>, _>(0).map_err(unavailable)
+    }
 }
 
 

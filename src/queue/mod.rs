@@ -66,6 +66,11 @@ pub trait Queue: Send + Sync + 'static {
     async fn extend(&self, d: &Delivery, lease: Duration) -> Result<(), QueueError>;
     /// Messages not yet acked (visible, leased or delayed).
     async fn depth(&self) -> Result<u64, QueueError>;
+    /// When the oldest unfinished message was first enqueued (epoch ms), if the backend can say
+    /// cheaply; the queue's age is now minus this. None: empty, or not known (Kafka).
+    async fn oldest_enqueued_ms(&self) -> Result<Option<i64>, QueueError> {
+        Ok(None)
+    }
 }
 
 /// Epoch milliseconds from the system clock.

@@ -69,3 +69,23 @@ def handler(event, context):\n    \
     assert_eq!(sample(&text, "nubis_async_tasks_finished_total", &[("function", "m"), ("status", "Succeeded")]), Some(1.0));
     app.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn queue_depth_and_age_show_waiting_async_events() {
+    // No dispatcher: accepted events wait in the queue, and the metrics say so.
+    let app = spawn_app_with(|c| c.dispatcher.enabled = false).await;
+    assert_eq!(app.create_function(python_function("qa", PY_UPPER)).await.status, 200);
+    for id in ["q1", "q2"] {
+        let r = app.invoke("qa", b"x", &[("x-fc-invocation-type", "Async"), ("x-fc-async-task-id", id)]).await;
+        assert_eq!(r.status, 202);
+    }
+    let text = reqwest::get(app.url("/metrics")).await.unwrap().text().await.unwrap();
+    assert_eq!(sample(&text, "nubis_async_queue_depth", &[]), Some(2.0));
+    let age = eventually(std::time::Duration::from_secs(10), "the oldest event ages", || async {
+        let t = reqwest::get(app.url("/metrics")).await.unwrap().text().await.unwrap();
+        sample(&t, "nubis_async_queue_oldest_age_seconds", &[]).filter(|a| *a >= 0.2)
+    })
+    .await;
+    assert!(age < 60.0, "{age}");
+    app.shutdown().await.unwrap();
+}
