@@ -17,9 +17,6 @@ use crate::dispatcher::{self, DispatchError};
 use crate::model::async_task::{AsyncConfig, DestinationTarget, TaskStatus, is_valid_task_id, new_task_id};
 use crate::store::{StoreError, TaskQuery};
 
-fn parse_query<T>(q: Result<Query<T>, axum::extract::rejection::QueryRejection>) -> Result<T, ApiError> {
-    q.map(|Query(v)| v).map_err(|e| ApiError::invalid(e.body_text()))
-}
 
 impl From<DispatchError> for ApiError {
     fn from(e: DispatchError) -> Self {
@@ -73,7 +70,7 @@ pub async fn put_async_invoke_config(
     q: Result<Query<QualifierQuery>, axum::extract::rejection::QueryRejection>,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    let q = parse_query(q)?;
+    let Query(q) = q?;
     let map: Map<String, Value> =
         serde_json::from_slice(&body).map_err(|e| ApiError::invalid(format!("invalid request body: {e}")))?;
     let cfg = AsyncConfig::from_input(map)?;
@@ -108,7 +105,7 @@ pub async fn get_async_invoke_config(
     Path(name): Path<String>,
     q: Result<Query<QualifierQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    let q = parse_query(q)?;
+    let Query(q) = q?;
     load(&st, &name).await?;
     let qualifier = qualifier_or_latest(q.qualifier.as_deref(), &name)?;
     let rec = st.store.get_async_config(&name, qualifier).await?.ok_or_else(|| config_missing(&name, qualifier))?;
@@ -123,7 +120,7 @@ pub async fn delete_async_invoke_config(
     Path(name): Path<String>,
     q: Result<Query<QualifierQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let q = parse_query(q)?;
+    let Query(q) = q?;
     load(&st, &name).await?;
     let qualifier = qualifier_or_latest(q.qualifier.as_deref(), &name)?;
     if !st.store.delete_async_config(&name, qualifier).await? {
@@ -155,7 +152,7 @@ pub async fn list_async_invoke_configs(
     State(st): State<AppState>,
     q: Result<Query<ListConfigsQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<ListAsyncInvokeConfigsOutput>, ApiError> {
-    let q = parse_query(q)?;
+    let Query(q) = q?;
     let limit = paging::limit(q.limit, 20, 100)?;
     let after = paging::decode(q.next_token.as_deref())?.unwrap_or_default();
     let function = q.function_name.as_deref().filter(|f| !f.is_empty());
@@ -212,7 +209,7 @@ pub async fn list_async_tasks(
     Path(name): Path<String>,
     q: Result<Query<ListTasksQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<ListAsyncTaskOutput>, ApiError> {
-    let q = parse_query(q)?;
+    let Query(q) = q?;
     load(&st, &name).await?;
     let limit = paging::limit(q.limit, 20, 100)?;
     let status = q.status.as_deref().filter(|s| !s.is_empty()).map(str::parse::<TaskStatus>).transpose()?;
@@ -263,7 +260,7 @@ pub async fn get_async_task(
     Path((name, task_id)): Path<(String, String)>,
     q: Result<Query<QualifierQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
-    parse_query(q)?;
+    q?;
     load(&st, &name).await?;
     let t = st.store.get_task(&name, &task_id).await?.ok_or_else(|| task_missing(&name, &task_id))?;
     Ok(Json(t.to_api(&st.cfg.server.region, &st.cfg.server.account_id, true)))
@@ -277,7 +274,7 @@ pub async fn stop_async_task(
     Path((name, task_id)): Path<(String, String)>,
     q: Result<Query<QualifierQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
-    parse_query(q)?;
+    q?;
     load(&st, &name).await?;
     let now = dispatcher::now_ms();
     let waiting = [TaskStatus::Enqueued, TaskStatus::Dequeued, TaskStatus::Retrying];

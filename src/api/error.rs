@@ -81,6 +81,13 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// A query string that does not parse (a number that is not one, ...): the caller's mistake.
+impl From<axum::extract::rejection::QueryRejection> for ApiError {
+    fn from(e: axum::extract::rejection::QueryRejection) -> Self {
+        Self::invalid(e.body_text())
+    }
+}
+
 impl From<ValidationError> for ApiError {
     fn from(e: ValidationError) -> Self {
         Self::invalid(e.to_string())

@@ -92,9 +92,6 @@ fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError
     serde_json::from_slice(body).map_err(|e| ApiError::invalid(format!("invalid request body: {e}")))
 }
 
-fn query<T>(q: Result<Query<T>, axum::extract::rejection::QueryRejection>) -> Result<T, ApiError> {
-    q.map(|Query(v)| v).map_err(|e| ApiError::invalid(e.body_text()))
-}
 
 /// Until versions exist every qualifier but LATEST names nothing.
 pub fn qualifier_or_latest(q: Option<&str>, name: &str) -> Result<&'static str, ApiError> {
@@ -227,7 +224,7 @@ pub async fn get_function(
     Path(name): Path<String>,
     q: Result<Query<QualifierParam>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Function>, ApiError> {
-    let q = query(q)?;
+    let Query(q) = q?;
     let f = load(&st, &name).await?;
     qualifier_or_latest(q.qualifier.as_deref(), &name)?;
     Ok(Json(api(&st, &f)))
@@ -239,7 +236,7 @@ pub async fn list_functions(
     State(st): State<AppState>,
     q: Result<Query<ListParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<ListFunctionsOutput>, ApiError> {
-    let q = query(q)?;
+    let Query(q) = q?;
     let limit = paging::limit(q.limit, 20, 100)?;
     let start_after = paging::decode(q.next_token.as_deref())?.unwrap_or_default();
     let mut rows = st.store.list_functions(q.prefix.as_deref().unwrap_or(""), &start_after, limit + 1).await?;
@@ -330,7 +327,7 @@ pub async fn get_function_code(
     headers: HeaderMap,
     q: Result<Query<QualifierParam>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<OutputFuncCode>, ApiError> {
-    let q = query(q)?;
+    let Query(q) = q?;
     let f = load(&st, &name).await?;
     qualifier_or_latest(q.qualifier.as_deref(), &name)?;
     if f.code_checksum.is_empty() {

@@ -98,7 +98,7 @@ pub async fn invoke_function(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let Query(q) = q.map_err(|e| ApiError::invalid(e.body_text()))?;
+    let Query(q) = q?;
     let log_type = match header(&headers, "x-fc-log-type") {
         None | Some("None") | Some("") => LogType::None,
         Some("Tail") => LogType::Tail,

@@ -45,7 +45,7 @@ pub async fn get_function_logs(
     Path(name): Path<String>,
     q: Result<Query<LogParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<GetFunctionLogsOutput>, ApiError> {
-    let Query(q) = q.map_err(|e| ApiError::invalid(e.body_text()))?;
+    let Query(q) = q?;
     load(&st, &name).await?;
     let limit = paging::limit(q.limit, 100, 1000)?;
     let before_id = match paging::decode(q.next_token.as_deref())? {
