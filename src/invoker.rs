@@ -29,7 +29,9 @@ impl InvokeFailure {
     /// retries (async) and is reported as a platform error (sync).
     pub fn is_platform(&self) -> bool {
         match self {
-            InvokeFailure::Acquire(AcquireError::Throttled { .. } | AcquireError::Placement(_) | AcquireError::ShuttingDown) => {
+            InvokeFailure::Acquire(
+                AcquireError::Throttled { .. } | AcquireError::Placement(_) | AcquireError::ShuttingDown | AcquireError::NodeLost(_),
+            ) => {
                 true
             }
             InvokeFailure::Acquire(AcquireError::Start(a)) | InvokeFailure::Agent(a) => {
@@ -95,7 +97,7 @@ pub async fn invoke(
 ) -> Invocation {
     let started = Instant::now();
     match rm.acquire(f).await {
-        Ok(slot) => run(rm, slot, f, request_id, body, headers, want_logs, started).await,
+        Ok(slot) => run(slot, f, request_id, body, headers, want_logs, started).await,
         Err(e) => Invocation { result: Err(e.into()), instance_id: None, cold_start: false, duration: started.elapsed() },
     }
 }
@@ -104,7 +106,6 @@ pub async fn invoke(
 /// that a shutdown can cancel the wait for a slot but never an event already in an instance).
 #[allow(clippy::too_many_arguments)]
 pub async fn run(
-    rm: &ResourceManager,
     slot: Slot,
     f: &FunctionRecord,
     request_id: &str,
@@ -122,7 +123,7 @@ pub async fn run(
         timeout: Duration::from_secs(f.config.timeout.into()),
         want_logs,
     };
-    let result = match rm.node().invoke(slot.instance(), req).await {
+    let result = match slot.node().invoke(slot.instance(), req).await {
         Ok(r) => Ok(r),
         Err(e) => {
             tracing::info!(function = %f.name, instance = %instance_id, "invocation failed: {e}");

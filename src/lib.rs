@@ -9,17 +9,23 @@
 //! - [`dispatcher`]: consumes async invocations from the queue: retries, expiry,
 //!   destinations, task records. [`invoker`]: the one invoke path both share.
 //! - [`agent`]: the node agent: runs instances as Docker containers (bollard), captures logs,
-//!   proxies invocations into containers.
+//!   proxies invocations into containers; in a cluster, served to controllers over HTTP
+//!   ([`agent::service`], [`agent::remote`]).
+//! - [`cluster`]: membership in etcd: agents register under leases, controllers mirror the live
+//!   nodes into the resource manager.
 //! - [`model`]: domain types, validated at the edge; no I/O.
 //! - [`store`]: all SQL (function metadata, access keys), SQLite by default.
 //! - [`queue`]: the async invocation queue seam ([`queue::Queue`]); embedded in SQLite for now.
 //! - [`codestore`]: code packages in object storage (object_store), zip checks and unpacking.
 //! - [`logstore`]: per-invocation log records.
 //! - [`metrics`]: Prometheus counters and histograms, `/metrics`.
-//! - [`config`], [`telemetry`], [`server`]: typed config, tracing, start-up and ordered shutdown.
+//! - [`config`], [`telemetry`], [`server`], [`agentd`]: typed config, tracing, start-up and
+//!   ordered shutdown of `nubis server` and `nubis agent`.
 
 pub mod agent;
+pub mod agentd;
 pub mod api;
+pub mod cluster;
 pub mod codestore;
 pub mod config;
 pub mod dispatcher;

@@ -38,6 +38,34 @@ enum Command {
         /// This node's id (labels its containers). Overrides agent.node_id.
         #[arg(long, env = "NUBIS_NODE_ID")]
         node_id: Option<String>,
+        /// Roles of this process, comma-separated: api, scheduler, dispatcher, agent (default:
+        /// all four, the all-in-one server). A cluster controller: api,scheduler,dispatcher.
+        /// Overrides server.roles.
+        #[arg(long, env = "NUBIS_ROLES", value_delimiter = ',')]
+        roles: Option<Vec<String>>,
+        /// etcd endpoints of the cluster, comma-separated. Overrides cluster.etcd_endpoints.
+        #[arg(long, env = "NUBIS_ETCD", value_delimiter = ',')]
+        etcd: Option<Vec<String>>,
+    },
+    /// Run a worker node of a cluster: runs instances on the local Docker engine for the
+    /// controllers, registered in etcd. The shared secret comes from cluster.secret (or env
+    /// NUBIS_CLUSTER__SECRET; never a flag, which other users could read in the process list).
+    Agent {
+        #[command(flatten)]
+        common: Common,
+        /// etcd endpoints of the cluster to join, comma-separated. Overrides
+        /// cluster.etcd_endpoints.
+        #[arg(long, env = "NUBIS_JOIN", value_delimiter = ',')]
+        join: Option<Vec<String>>,
+        /// Internal listener for controllers. Overrides cluster.agent_listen.
+        #[arg(long, env = "NUBIS_AGENT_LISTEN")]
+        listen: Option<SocketAddr>,
+        /// URL controllers use to reach this agent. Overrides cluster.agent_advertise_url.
+        #[arg(long, env = "NUBIS_ADVERTISE_URL")]
+        advertise_url: Option<String>,
+        /// This node's id. Overrides agent.node_id.
+        #[arg(long, env = "NUBIS_NODE_ID")]
+        node_id: Option<String>,
     },
     /// Administration of a data directory.
     Admin {
@@ -86,7 +114,7 @@ async fn shutdown_signal() {
 async fn main() -> anyhow::Result<()> {
     nubis::telemetry::init();
     match Cli::parse().command {
-        Command::Server { common, listen, node_id } => {
+        Command::Server { common, listen, node_id, roles, etcd } => {
             let mut cfg = load(&common)?;
             if let Some(l) = listen {
                 cfg.server.listen = l;
@@ -94,8 +122,31 @@ async fn main() -> anyhow::Result<()> {
             if let Some(n) = node_id {
                 cfg.agent.node_id = n;
             }
+            if let Some(r) = roles {
+                cfg.server.roles = r;
+            }
+            if let Some(e) = etcd {
+                cfg.cluster.etcd_endpoints = e;
+            }
             let server = nubis::server::Server::build(cfg).await?;
             server.run(shutdown_signal()).await
+        }
+        Command::Agent { common, join, listen, advertise_url, node_id } => {
+            let mut cfg = load(&common)?;
+            if let Some(j) = join {
+                cfg.cluster.etcd_endpoints = j;
+            }
+            if let Some(l) = listen {
+                cfg.cluster.agent_listen = l;
+            }
+            if let Some(u) = advertise_url {
+                cfg.cluster.agent_advertise_url = u;
+            }
+            if let Some(n) = node_id {
+                cfg.agent.node_id = n;
+            }
+            let agent = nubis::agentd::Agent::build(cfg).await?;
+            agent.run(shutdown_signal()).await
         }
         Command::Admin { command: AdminCommand::CreateKey { common, description, output } } => {
             let cfg = load(&common)?;

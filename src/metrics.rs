@@ -38,6 +38,8 @@ pub struct Metrics {
     pub async_queue_depth: IntGauge,
     pub async_queue_oldest_age: prometheus::Gauge,
     pub node_memory_bytes: IntGaugeVec,
+    /// Instances that went away with their node (agent lost, lease expired).
+    pub instances_lost: IntCounter,
 }
 
 /// Outcome label of one invocation.
@@ -91,6 +93,7 @@ impl Default for Metrics {
             r.register(Box::new(c.clone())).expect("unique metric");
             c
         };
+        let instances_lost = int_counter("nubis_instances_lost_total", "Instances lost with their node (agent gone, membership lease expired)");
         let log_lines_shipped = int_counter("nubis_log_lines_shipped_total", "Log lines shipped to Elasticsearch/OpenSearch");
         let log_shipping_errors =
             int_counter("nubis_log_shipping_errors_total", "Failed log shipping requests and documents (retried unless permanent)");
@@ -117,6 +120,7 @@ impl Default for Metrics {
                 .expect("valid metric");
         r.register(Box::new(node_memory_bytes.clone())).expect("unique metric");
         Self {
+            instances_lost,
             invocations: counter(&r, "nubis_invocations_total", "Function invocations by outcome", &["function", "kind", "outcome"]),
             invocation_seconds: histogram(
                 &r,

@@ -22,6 +22,7 @@ use crate::agent::docker::{self, DockerNode};
 use crate::api::keys::{self, Keyring};
 use crate::api::{self, AppState, FunctionCache};
 use crate::codestore::{CodeStore, package};
+use crate::cluster;
 use crate::config::Config;
 use crate::dispatcher::Dispatcher;
 use crate::queue::{Queue, embedded::EmbeddedQueue, kafka::KafkaQueue};
@@ -41,6 +42,81 @@ pub struct Server {
     stop_dispatch: CancellationToken,
 }
 
+/// The roles of this process (`server.roles`), checked against the cluster settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Roles {
+    pub dispatcher: bool,
+    pub agent: bool,
+}
+
+impl Roles {
+    pub fn of(cfg: &Config) -> anyhow::Result<Self> {
+        let has = |r: &str| cfg.server.roles.iter().any(|x| x == r);
+        if let Some(bad) = cfg.server.roles.iter().find(|r| !["api", "scheduler", "dispatcher", "agent"].contains(&r.as_str())) {
+            anyhow::bail!("server.roles: unknown role '{bad}' (known: api, scheduler, dispatcher, agent)");
+        }
+        // The API and the resource manager run together until controllers can reach a
+        // scheduler in another process.
+        if !has("api") || !has("scheduler") {
+            anyhow::bail!("server.roles must include 'api' and 'scheduler' (agents run as `nubis agent`)");
+        }
+        match (has("agent"), cfg.cluster.enabled()) {
+            (true, true) => anyhow::bail!(
+                "server.roles includes 'agent' with cluster.etcd_endpoints set: in a cluster, run agents as `nubis agent`"
+            ),
+            (false, false) => {
+                anyhow::bail!("server.roles without 'agent' needs cluster.etcd_endpoints: there would be no node to run functions on")
+            }
+            _ => {}
+        }
+        Ok(Self { dispatcher: has("dispatcher"), agent: has("agent") })
+    }
+}
+
+/// Open the local log store, and its shipper to OpenSearch when enabled.
+pub async fn open_logs(cfg: &Config, tracker: &TaskTracker, cancel: &CancellationToken, metrics: &Metrics) -> anyhow::Result<LogStore> {
+    let logs = LogStore::open(
+        &cfg.server.data_dir.join("logs.db"),
+        cfg.logs.clone(),
+        tracker,
+        cancel.child_token(),
+        metrics.log_lines_dropped.clone(),
+        if cfg.opensearch.enabled { vec![shipper::TARGET.to_string()] } else { vec![] },
+        metrics.log_lines_unshipped_dropped.clone(),
+    )
+    .await
+    .context("opening the log store")?;
+    if cfg.opensearch.enabled {
+        // Reads logs.db only: an unreachable cluster never delays start-up or invocations.
+        let m = shipper::ShipMetrics {
+            backlog: metrics.log_shipping_backlog.clone(),
+            shipped: metrics.log_lines_shipped.clone(),
+            errors: metrics.log_shipping_errors.clone(),
+        };
+        let s = shipper::Shipper::new(&logs, cfg.opensearch.clone(), cfg.agent.node_id.clone(), m)
+            .await
+            .context("starting the log shipper")?;
+        s.spawn(logs.clone(), tracker, cancel.child_token());
+        tracing::info!(url = %cfg.opensearch.url, index_prefix = %cfg.opensearch.index_prefix, "shipping logs to OpenSearch");
+    }
+    Ok(logs)
+}
+
+/// The Docker node of this machine, with orphans of an earlier run removed.
+pub async fn local_node(cfg: &Config, code: &CodeStore, logs: &LogStore, tracker: &TaskTracker) -> anyhow::Result<DockerNode> {
+    let limits = package::Limits {
+        max_zip_bytes: cfg.limits.max_code_zip_bytes,
+        max_unzipped_bytes: cfg.limits.max_code_unzipped_bytes,
+        max_entries: cfg.limits.max_code_zip_entries,
+    };
+    let cache = CodeCache::new(cfg.server.data_dir.join("code-cache"), code.clone(), limits)?;
+    let docker = docker::connect(&cfg.agent).await.context("connecting to Docker")?;
+    let node = DockerNode::new(docker, cfg.agent.clone(), cache, logs.clone(), cfg.limits.max_response_bytes, tracker.clone());
+    let removed = crate::agent::Node::remove_orphans(&node).await.context("removing orphaned instances")?;
+    tracing::info!(node = %cfg.agent.node_id, removed, "node agent ready");
+    Ok(node)
+}
+
 /// Open the metadata store and keyring of a data directory (also used by `nubis admin`).
 pub async fn open_keys(cfg: &Config) -> anyhow::Result<(Store, Keyring)> {
     let dir = &cfg.server.data_dir;
@@ -52,6 +128,7 @@ pub async fn open_keys(cfg: &Config) -> anyhow::Result<(Store, Keyring)> {
 
 impl Server {
     pub async fn build(cfg: Config) -> anyhow::Result<Self> {
+        let roles = Roles::of(&cfg)?;
         let cfg = Arc::new(cfg);
         let dir = cfg.server.data_dir.clone();
         let (store, keyring) = open_keys(&cfg).await?;
@@ -69,46 +146,26 @@ impl Server {
         let tracker = TaskTracker::new();
         let cancel = CancellationToken::new();
         let metrics = Arc::new(Metrics::default());
-        let logs = LogStore::open(
-            &dir.join("logs.db"),
-            cfg.logs.clone(),
-            &tracker,
-            cancel.child_token(),
-            metrics.log_lines_dropped.clone(),
-            if cfg.opensearch.enabled { vec![shipper::TARGET.to_string()] } else { vec![] },
-            metrics.log_lines_unshipped_dropped.clone(),
-        )
-        .await
-        .context("opening the log store")?;
-        if cfg.opensearch.enabled {
-            // Reads logs.db only: an unreachable cluster never delays start-up or invocations.
-            let m = shipper::ShipMetrics {
-                backlog: metrics.log_shipping_backlog.clone(),
-                shipped: metrics.log_lines_shipped.clone(),
-                errors: metrics.log_shipping_errors.clone(),
-            };
-            let s = shipper::Shipper::new(&logs, cfg.opensearch.clone(), cfg.agent.node_id.clone(), m)
-                .await
-                .context("starting the log shipper")?;
-            s.spawn(logs.clone(), &tracker, cancel.child_token());
-            tracing::info!(url = %cfg.opensearch.url, index_prefix = %cfg.opensearch.index_prefix, "shipping logs to OpenSearch");
-        }
-        let limits = package::Limits {
-            max_zip_bytes: cfg.limits.max_code_zip_bytes,
-            max_unzipped_bytes: cfg.limits.max_code_unzipped_bytes,
-            max_entries: cfg.limits.max_code_zip_entries,
-        };
-        let cache = CodeCache::new(dir.join("code-cache"), code.clone(), limits)?;
-        let docker = docker::connect(&cfg.agent).await.context("connecting to Docker")?;
-        let node = DockerNode::new(docker, cfg.agent.clone(), cache, logs.clone(), cfg.limits.max_response_bytes, tracker.clone());
-        let removed = crate::agent::Node::remove_orphans(&node).await.context("removing orphaned instances")?;
-        tracing::info!(node = %cfg.agent.node_id, removed, "node agent ready");
+        let logs = open_logs(&cfg, &tracker, &cancel, &metrics).await?;
         let platform = Platform {
             region: cfg.server.region.clone(),
             account_id: cfg.server.account_id.clone(),
             images: cfg.agent.images.clone(),
         };
-        let rm = ResourceManager::new(Arc::new(node), cfg.scheduler.clone(), platform, tracker.clone(), metrics.clone());
+        let rm = ResourceManager::new(cfg.scheduler.clone(), platform, tracker.clone(), metrics.clone());
+        if roles.agent {
+            let node = local_node(&cfg, &code, &logs, &tracker).await?;
+            rm.add_node(Arc::new(node), crate::scheduler::host_capacity(), String::new());
+        }
+        let etcd = if cfg.cluster.enabled() {
+            let client = cluster::connect(&cfg.cluster).await.context("connecting to etcd")?;
+            let keys = cluster::Keys::new(&cfg.cluster);
+            cluster::membership::spawn(client.clone(), keys.clone(), rm.clone(), cfg.cluster.secret.clone(), &tracker, cancel.child_token());
+            tracing::info!(endpoints = ?cfg.cluster.etcd_endpoints, "cluster mode: following node membership in etcd");
+            Some((client, keys))
+        } else {
+            None
+        };
         rm.spawn_reaper(cancel.child_token());
         let (queue, kafka): (Arc<dyn Queue>, _) = match cfg.dispatcher.queue.as_str() {
             "embedded" => (Arc::new(EmbeddedQueue::new(&store)), None),
@@ -120,7 +177,7 @@ impl Server {
             other => anyhow::bail!("dispatcher.queue = '{other}' is not a known queue backend (embedded, kafka)"),
         };
         let (dispatch, stop_dispatch) = (TaskTracker::new(), CancellationToken::new());
-        if cfg.dispatcher.enabled {
+        if cfg.dispatcher.enabled && roles.dispatcher {
             let d = Dispatcher::new(
                 store.clone(),
                 queue.clone(),
@@ -148,6 +205,7 @@ impl Server {
             functions: Arc::new(FunctionCache::default()),
             code_url_key,
             code_gc: Arc::default(),
+            etcd,
         };
         Ok(Self { listener, state, tracker, cancel, dispatch, stop_dispatch })
     }

@@ -6,15 +6,20 @@
 pub mod codecache;
 pub mod docker;
 pub mod logs;
+pub mod remote;
+pub mod service;
+pub mod wire;
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::http::HeaderMap;
 use bytes::Bytes;
+use serde::{Deserialize, Serialize};
 
-/// Everything a node needs to start one instance of one function revision.
-#[derive(Debug, Clone)]
+/// Everything a node needs to start one instance of one function revision. Serializable: the
+/// resource manager sends it to remote agents.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct InstanceSpec {
     pub instance_id: String,
     pub function_name: String,
@@ -36,11 +41,12 @@ pub struct InstanceSpec {
     /// Call POST /initialize once before the first invocation, with this deadline.
     pub initializer_timeout: Option<Duration>,
     /// Headers sent on every call into the instance (x-fc-function-name, ...).
+    #[serde(with = "wire::header_map")]
     pub base_headers: HeaderMap,
 }
 
 /// A started instance, as the resource manager addresses it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct InstanceInfo {
     pub instance_id: String,
     pub node_id: String,
@@ -58,9 +64,10 @@ pub struct InvokeRequest {
     pub want_logs: bool,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct InvokeResponse {
     pub status: u16,
+    #[serde(with = "wire::header_map")]
     pub headers: HeaderMap,
     pub body: Bytes,
     /// The function reported an error (x-fc-status: 404, or a 5xx from a custom server).
@@ -72,7 +79,8 @@ pub struct InvokeResponse {
 /// Why an instance could not start or an invocation failed. Variants say whose fault it is:
 /// `Start`, `Timeout`, `OutOfMemory`, `Crashed`, `Initialization` are the function's;
 /// `Unavailable` and `Internal` are the platform's.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, thiserror::Error, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "detail", rename_all = "camelCase")]
 pub enum AgentError {
     #[error("image '{0}' is not present on the node and could not be pulled")]
     ImageNotFound(String),

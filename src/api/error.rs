@@ -147,6 +147,7 @@ impl From<AcquireError> for ApiError {
                 Self::new(StatusCode::SERVICE_UNAVAILABLE, "ResourcePoolInsufficientCapacity", p.to_string())
             }
             AcquireError::ShuttingDown => Self::new(StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable", "server is shutting down"),
+            AcquireError::NodeLost(_) => Self::unavailable("the node chosen for the instance", e),
             AcquireError::NoImage(e) => Self::internal(e),
             AcquireError::Start(a) => match a {
                 A::Exited { .. } => Self::new(StatusCode::PRECONDITION_FAILED, "CAExited", a.to_string()),

@@ -13,6 +13,7 @@ pub mod functions;
 pub mod invoke;
 pub mod keys;
 pub mod logs;
+pub mod nodes;
 pub mod paging;
 
 use std::collections::HashMap;
@@ -60,6 +61,8 @@ pub struct AppState {
     /// blob is counted and deleted, so a delete cannot remove a blob a create is about to
     /// reference. (One process; the cluster store will need this in the database.)
     pub code_gc: Arc<tokio::sync::Mutex<()>>,
+    /// The cluster's etcd (cordons), None on a single box.
+    pub etcd: Option<(etcd_client::Client, crate::cluster::Keys)>,
 }
 
 /// Function records for the invoke path, so a warm call does no database round trip.
@@ -110,6 +113,10 @@ fn fc_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(async_invoke::get_async_task))
         .routes(routes!(async_invoke::stop_async_task))
         .routes(routes!(logs::get_function_logs))
+        .routes(routes!(nodes::list_nodes))
+        .routes(routes!(nodes::cordon_node))
+        .routes(routes!(nodes::uncordon_node))
+        .routes(routes!(nodes::drain_node))
         .split_for_parts()
 }
 

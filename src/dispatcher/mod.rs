@@ -350,7 +350,7 @@ impl Dispatcher {
         }
         let payload = Bytes::from(decode(&msg.payload));
         let inv = match acquired {
-            Ok(slot) => invoker::run(&s.rm, slot, &f, &task.request_id, payload, axum::http::HeaderMap::new(), false, started).await,
+            Ok(slot) => invoker::run(slot, &f, &task.request_id, payload, axum::http::HeaderMap::new(), false, started).await,
             Err(e) => invoker::Invocation { result: Err(e.into()), instance_id: None, cold_start: false, duration: started.elapsed() },
         };
         inv.record(&s.rm, &task.function_name, invoker::Kind::Async);

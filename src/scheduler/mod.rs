@@ -8,10 +8,11 @@
 //! once. The reaper stops instances idle longer than the keep-alive, and retired ones (their
 //! function was updated or deleted) once they finish what they are serving.
 
+pub mod nodes;
 pub mod placement;
 pub mod spec;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -23,7 +24,8 @@ use crate::agent::{AgentError, InstanceInfo, Node};
 use crate::config::SchedulerConfig;
 use crate::metrics::Metrics;
 use crate::model::FunctionRecord;
-use placement::{Demand, NodeSnapshot, ScheduleError};
+use nodes::{Capacity, NodeEntry, NodeView};
+use placement::{Demand, ScheduleError};
 use spec::Platform;
 
 #[derive(Debug, thiserror::Error)]
@@ -38,9 +40,13 @@ pub enum AcquireError {
     NoImage(#[from] spec::NoImage),
     #[error("shutting down")]
     ShuttingDown,
+    /// The node chosen for a new instance left the cluster before the start began.
+    #[error("node '{0}' left the cluster")]
+    NodeLost(String),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 pub enum InstanceState {
     /// Serving; takes new requests while it has free slots.
     Ready,
@@ -70,22 +76,24 @@ struct Pool {
 }
 
 /// A read-only view of one instance, for tests, the admin API and metrics.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
 pub struct InstanceView {
     pub instance_id: String,
     pub function_name: String,
+    pub node_id: String,
     pub revision: i64,
     pub inflight: u32,
+    #[schema(value_type = String)]
     pub state: InstanceState,
 }
 
 struct Inner {
-    node: Arc<dyn Node>,
     cfg: SchedulerConfig,
     platform: Platform,
-    node_memory_mb: u64,
-    node_cpu: f64,
+    /// Lock order: `pools` before `nodes` (acquire reads both under one decision).
     pools: Mutex<HashMap<String, Pool>>,
+    nodes: Mutex<BTreeMap<String, NodeEntry>>,
     tracker: TaskTracker,
     /// Set by `stop_all`: no new instances; one that finishes starting is stopped at once.
     stopping: std::sync::atomic::AtomicBool,
@@ -102,6 +110,7 @@ pub struct Slot {
     inner: Arc<Inner>,
     function: String,
     info: InstanceInfo,
+    node: Arc<dyn Node>,
     /// This caller waited for a new instance to start.
     pub cold_start: bool,
 }
@@ -109,6 +118,11 @@ pub struct Slot {
 impl Slot {
     pub fn instance(&self) -> &InstanceInfo {
         &self.info
+    }
+
+    /// The node that hosts the instance.
+    pub fn node(&self) -> &Arc<dyn Node> {
+        &self.node
     }
 
     /// The instance is broken (timed out, crashed): take it out of service and stop it.
@@ -122,7 +136,7 @@ impl Slot {
             })
         };
         if let Some(inst) = removed {
-            self.inner.stop_later(inst.info.instance_id);
+            self.inner.stop_later(&inst.info);
         }
         // Drop runs next and finds the instance gone: nothing more to free.
     }
@@ -155,47 +169,46 @@ impl Drop for Waiting<'_> {
     }
 }
 
+/// What a start reserved, released when it finishes.
+struct Started {
+    name: String,
+    node_id: String,
+    memory_mb: u64,
+    cpu: f64,
+}
+
 fn new_instance_id() -> String {
     let u = uuid::Uuid::new_v4().simple().to_string();
     format!("c-{}-{}-{}", &u[..8], &u[8..16], &u[16..28])
 }
 
 impl Inner {
-    fn stop_later(self: &Arc<Self>, instance_id: String) {
-        let node = self.node.clone();
-        self.tracker.spawn(async move { node.stop_instance(&instance_id).await });
+    /// Stop an instance in the background, on its node if the node is still a member.
+    fn stop_later(self: &Arc<Self>, info: &InstanceInfo) {
+        let node = self.nodes.lock().expect("nodes lock").get(&info.node_id).map(|e| e.node.clone());
+        if let Some(node) = node {
+            let id = info.instance_id.clone();
+            self.tracker.spawn(async move { node.stop_instance(&id).await });
+        }
     }
 
-    fn snapshot(&self, pools: &HashMap<String, Pool>, function: &str) -> NodeSnapshot {
-        let all = pools.values().flat_map(|p| p.instances.iter());
-        let (mut mem, mut cpu) = (0u64, 0f64);
-        for i in all {
-            mem += i.memory_mb;
-            cpu += i.cpu;
-        }
-        NodeSnapshot {
-            node_id: self.node.node_id().to_string(),
-            memory_total_mb: self.node_memory_mb,
-            memory_used_mb: mem,
-            cpu_total: self.node_cpu,
-            cpu_used: cpu,
-            cordoned: false,
-            same_function_instances: pools.get(function).map_or(0, |p| p.instances.len() as u32),
-        }
+    fn snapshots(&self, pools: &HashMap<String, Pool>, nodes: &BTreeMap<String, NodeEntry>, function: &str) -> Vec<placement::NodeSnapshot> {
+        let placed = pools.iter().flat_map(|(name, p)| {
+            p.instances.iter().map(move |i| (i.info.node_id.as_str(), i.memory_mb, i.cpu, name == function))
+        });
+        nodes::snapshots(nodes, function, placed)
     }
 }
 
 impl ResourceManager {
-    pub fn new(node: Arc<dyn Node>, cfg: SchedulerConfig, platform: Platform, tracker: TaskTracker, metrics: Arc<Metrics>) -> Self {
-        let (node_memory_mb, node_cpu) = host_capacity();
+    /// A resource manager with no nodes yet: add them with [`Self::add_node`].
+    pub fn new(cfg: SchedulerConfig, platform: Platform, tracker: TaskTracker, metrics: Arc<Metrics>) -> Self {
         Self {
             inner: Arc::new(Inner {
-                node,
                 cfg,
                 platform,
-                node_memory_mb,
-                node_cpu,
                 pools: Mutex::new(HashMap::new()),
+                nodes: Mutex::new(BTreeMap::new()),
                 tracker,
                 stopping: std::sync::atomic::AtomicBool::new(false),
                 metrics,
@@ -203,8 +216,96 @@ impl ResourceManager {
         }
     }
 
-    pub fn node(&self) -> &Arc<dyn Node> {
-        &self.inner.node
+    /// A node joins (the local node at start; an agent whose membership appeared). Replaces
+    /// an entry of the same id: its instances are forgotten (see [`Self::remove_node`]).
+    pub fn add_node(&self, node: Arc<dyn Node>, capacity: Capacity, address: String) {
+        let id = node.node_id().to_string();
+        self.remove_node(&id);
+        tracing::info!(node = %id, memory_mb = capacity.memory_mb, cpu = capacity.cpu, "node joined");
+        let entry = NodeEntry { node, capacity, cordoned: false, address, starting_memory_mb: 0, starting_cpu: 0.0, starting_functions: Default::default() };
+        self.inner.nodes.lock().expect("nodes lock").insert(id, entry);
+        self.notify_all();
+    }
+
+    /// A node left (its membership lease expired, or it re-joined afresh): its instances are
+    /// lost. They leave the table at once, so new calls start replacements on live nodes;
+    /// calls in flight there fail on their own (their connection to the agent breaks or times
+    /// out) with a retriable platform error. Returns how many instances were lost.
+    pub fn remove_node(&self, node_id: &str) -> usize {
+        let mut lost = 0;
+        {
+            let mut pools = self.inner.pools.lock().expect("pools lock");
+            for p in pools.values_mut() {
+                let before = p.instances.len();
+                p.instances.retain(|i| i.info.node_id != node_id);
+                lost += before - p.instances.len();
+            }
+            if self.inner.nodes.lock().expect("nodes lock").remove(node_id).is_none() {
+                return 0;
+            }
+        }
+        tracing::warn!(node = %node_id, lost, "node left; its instances are lost");
+        self.inner.metrics.instances_lost.inc_by(lost as u64);
+        self.notify_all();
+        lost
+    }
+
+    /// Cordon (no new instances) or uncordon a node. False if there is no such node.
+    pub fn set_cordoned(&self, node_id: &str, cordoned: bool) -> bool {
+        let found = self.inner.nodes.lock().expect("nodes lock").get_mut(node_id).map(|e| e.cordoned = cordoned).is_some();
+        if found {
+            tracing::info!(node = %node_id, cordoned, "node cordon changed");
+            self.notify_all();
+        }
+        found
+    }
+
+    /// Cordon a node and retire its instances: they finish what they serve and are stopped;
+    /// new calls start instances elsewhere. Returns how many were retired, or None if there is
+    /// no such node.
+    pub fn drain(&self, node_id: &str) -> Option<usize> {
+        if !self.set_cordoned(node_id, true) {
+            return None;
+        }
+        let mut n = 0;
+        let mut pools = self.inner.pools.lock().expect("pools lock");
+        for p in pools.values_mut() {
+            for i in p.instances.iter_mut().filter(|i| i.info.node_id == node_id && i.state == InstanceState::Ready) {
+                i.state = InstanceState::Draining;
+                n += 1;
+            }
+            p.notify.notify_waiters();
+        }
+        Some(n)
+    }
+
+    pub fn nodes(&self) -> Vec<NodeView> {
+        let instances = self.instances();
+        let pools = self.inner.pools.lock().expect("pools lock");
+        let nodes = self.inner.nodes.lock().expect("nodes lock");
+        let snaps = self.inner.snapshots(&pools, &nodes, "");
+        snaps
+            .into_iter()
+            .map(|s| {
+                let e = &nodes[&s.node_id];
+                NodeView {
+                    address: e.address.clone(),
+                    cordoned: e.cordoned,
+                    memory_total_mb: s.memory_total_mb,
+                    memory_used_mb: s.memory_used_mb,
+                    cpu_total: s.cpu_total,
+                    cpu_used: s.cpu_used,
+                    instances: instances.iter().filter(|i| i.node_id == s.node_id).cloned().collect(),
+                    node_id: s.node_id,
+                }
+            })
+            .collect()
+    }
+
+    fn notify_all(&self) {
+        for p in self.inner.pools.lock().expect("pools lock").values() {
+            p.notify.notify_waiters();
+        }
     }
 
     /// The longest a call waits for a slot before it is throttled.
@@ -234,7 +335,8 @@ impl ResourceManager {
         m.instances.with_label_values(&["starting"]).set(starting);
         m.instances.with_label_values(&["ready"]).set(ready);
         m.instances.with_label_values(&["draining"]).set(draining);
-        m.node_memory_bytes.with_label_values(&["capacity"]).set((self.inner.node_memory_mb << 20) as i64);
+        let capacity: u64 = self.inner.nodes.lock().expect("nodes lock").values().map(|e| e.capacity.memory_mb).sum();
+        m.node_memory_bytes.with_label_values(&["capacity"]).set((capacity << 20) as i64);
         m.node_memory_bytes.with_label_values(&["placed"]).set((used << 20) as i64);
     }
 
@@ -250,7 +352,7 @@ impl ResourceManager {
             }
             let start = {
                 let mut pools = inner.pools.lock().expect("pools lock");
-                let snapshot = inner.snapshot(&pools, name);
+                let pools = &mut *pools;
                 let pool = pools.entry(name.to_string()).or_default();
                 if f.revision > pool.revision {
                     pool.revision = f.revision;
@@ -262,21 +364,35 @@ impl ResourceManager {
                     i.state == InstanceState::Ready && i.revision == f.revision && i.inflight < i.concurrency
                 });
                 if let Some(inst) = free {
-                    inst.inflight += 1;
-                    inst.last_used = Instant::now();
-                    return Ok(Slot { inner: inner.clone(), function: name.to_string(), info: inst.info.clone(), cold_start });
+                    // Instances leave the table with their node (remove_node), so the node is here.
+                    let node = inner.nodes.lock().expect("nodes lock").get(&inst.info.node_id).map(|e| e.node.clone());
+                    if let Some(node) = node {
+                        inst.inflight += 1;
+                        inst.last_used = Instant::now();
+                        return Ok(Slot { inner: inner.clone(), function: name.to_string(), info: inst.info.clone(), node, cold_start });
+                    }
                 }
                 let current = pool.instances.iter().filter(|i| i.state == InstanceState::Ready).count() + pool.starting;
                 let concurrency = f.config.instance_concurrency as usize;
                 // Start one more only if the places already on their way do not cover the
                 // callers waiting (plus this one): a burst starts what it needs, no more.
                 if current < inner.cfg.max_instances_per_function && pool.starting * concurrency < pool.waiting + 1 {
-                    placement::place(
-                        &[snapshot],
-                        Demand { memory_mb: f.config.memory_size.into(), cpu: f.config.cpu },
-                    )?;
                     pool.starting += 1;
-                    Some(Ok(()))
+                    let demand = Demand { memory_mb: f.config.memory_size.into(), cpu: f.config.cpu };
+                    let mut nodes = inner.nodes.lock().expect("nodes lock");
+                    let snaps = inner.snapshots(pools, &nodes, name);
+                    let node_id = match placement::place(&snaps, demand) {
+                        Ok(id) => id,
+                        Err(e) => {
+                            pools.get_mut(name).expect("pool exists").starting -= 1;
+                            return Err(e.into());
+                        }
+                    };
+                    let entry = nodes.get_mut(&node_id).expect("placed on a known node");
+                    entry.starting_memory_mb += demand.memory_mb;
+                    entry.starting_cpu += demand.cpu;
+                    *entry.starting_functions.entry(name.to_string()).or_default() += 1;
+                    Some(Ok((node_id, entry.node.clone())))
                 } else {
                     pool.waiting += 1;
                     // Register as a waiter while still holding the lock, so a slot freed
@@ -287,9 +403,9 @@ impl ResourceManager {
                 }
             };
             match start {
-                Some(Ok(())) => {
+                Some(Ok((node_id, node))) => {
                     cold_start = true;
-                    self.start_instance(f).await?;
+                    self.start_instance(f, node_id, node).await?;
                 }
                 Some(Err(notified)) => {
                     let _waiting = Waiting { inner, function: name };
@@ -308,23 +424,23 @@ impl ResourceManager {
 
     /// Start one instance in a tracked task, so that a caller who goes away mid-start does not
     /// leave the `starting` count wrong: the instance joins the pool idle either way.
-    async fn start_instance(&self, f: &FunctionRecord) -> Result<(), AcquireError> {
+    async fn start_instance(&self, f: &FunctionRecord, node_id: String, node: Arc<dyn Node>) -> Result<(), AcquireError> {
         let inner = self.inner.clone();
         let instance_id = new_instance_id();
+        let (name, revision) = (f.name.to_string(), f.revision);
+        let (memory_mb, cpu, concurrency) = (f.config.memory_size.into(), f.config.cpu, f.config.instance_concurrency);
+        let started = Started { name: name.clone(), node_id, memory_mb, cpu };
         let spec = match spec::instance_spec(f, &instance_id, &inner.platform) {
             Ok(s) => s,
             Err(e) => {
-                self.finish_start(f.name.as_str(), None);
+                let _ = self.finish_start(started, None);
                 return Err(e.into());
             }
         };
-        let (name, revision) = (f.name.to_string(), f.revision);
-        let (memory_mb, cpu, concurrency) = (f.config.memory_size.into(), f.config.cpu, f.config.instance_concurrency);
         let rm = self.clone();
         let task = inner.tracker.spawn(async move {
             let t0 = Instant::now();
-            let started = rm.inner.node.start_instance(spec).await;
-            match started {
+            match node.start_instance(spec).await {
                 Ok(info) => {
                     rm.inner.metrics.cold_starts.with_label_values(&[&name]).inc();
                     rm.inner.metrics.cold_start_seconds.with_label_values(&[&name]).observe(t0.elapsed().as_secs_f64());
@@ -338,40 +454,63 @@ impl ResourceManager {
                         state: InstanceState::Ready,
                         last_used: Instant::now(),
                     };
-                    rm.finish_start(&name, Some(inst));
-                    Ok(())
+                    rm.finish_start(started, Some(inst))
                 }
                 Err(e) => {
-                    rm.finish_start(&name, None);
-                    Err(e)
+                    let _ = rm.finish_start(started, None);
+                    Err(e.into())
                 }
             }
         });
         match task.await {
-            Ok(r) => r.map_err(AcquireError::from),
+            Ok(r) => r,
             Err(_) => Err(AcquireError::ShuttingDown),
         }
     }
 
-    fn finish_start(&self, name: &str, inst: Option<Instance>) {
+    /// Account for a finished start: release the node's reservation and add the instance.
+    /// Fails with NodeLost when the node left the cluster meanwhile (the instance went with it).
+    fn finish_start(&self, s: Started, inst: Option<Instance>) -> Result<(), AcquireError> {
         let mut pools = self.inner.pools.lock().expect("pools lock");
+        let node_present = {
+            let mut nodes = self.inner.nodes.lock().expect("nodes lock");
+            match nodes.get_mut(&s.node_id) {
+                Some(e) => {
+                    e.starting_memory_mb = e.starting_memory_mb.saturating_sub(s.memory_mb);
+                    e.starting_cpu = (e.starting_cpu - s.cpu).max(0.0);
+                    if let Some(n) = e.starting_functions.get_mut(&s.name) {
+                        *n -= 1;
+                        if *n == 0 {
+                            e.starting_functions.remove(&s.name);
+                        }
+                    }
+                    true
+                }
+                None => false,
+            }
+        };
         if self.inner.stopping.load(std::sync::atomic::Ordering::SeqCst) {
             // stop_all has already emptied the table: this instance would be left running.
             if let Some(inst) = inst {
-                self.inner.stop_later(inst.info.instance_id);
+                self.inner.stop_later(&inst.info);
             }
-            return;
+            return Err(AcquireError::ShuttingDown);
         }
-        let pool = pools.entry(name.to_string()).or_default();
+        let pool = pools.entry(s.name).or_default();
         pool.starting -= 1;
-        if let Some(mut inst) = inst {
-            if inst.revision < pool.revision {
-                // The function changed while this one started.
-                inst.state = InstanceState::Draining;
-            }
-            pool.instances.push(inst);
-        }
         pool.notify.notify_waiters();
+        match inst {
+            Some(_) if !node_present => Err(AcquireError::NodeLost(s.node_id)),
+            Some(mut inst) => {
+                if inst.revision < pool.revision {
+                    // The function changed while this one started.
+                    inst.state = InstanceState::Draining;
+                }
+                pool.instances.push(inst);
+                Ok(())
+            }
+            None => Ok(()),
+        }
     }
 
     /// Take every instance of a function out of service (update or delete); the reaper stops
@@ -397,7 +536,7 @@ impl ResourceManager {
                     let idle = i.inflight == 0;
                     let stop = idle && (i.state == InstanceState::Draining || i.last_used.elapsed() >= keep_alive);
                     if stop {
-                        victims.push(i.info.instance_id.clone());
+                        victims.push(i.info.clone());
                     }
                     !stop
                 });
@@ -405,9 +544,9 @@ impl ResourceManager {
             pools.retain(|_, p| !p.instances.is_empty() || p.starting > 0 || p.waiting > 0);
         }
         let n = victims.len();
-        for id in victims {
-            tracing::info!(instance = %id, "stopping idle instance");
-            self.inner.stop_later(id);
+        for info in victims {
+            tracing::info!(instance = %info.instance_id, node = %info.node_id, "stopping idle instance");
+            self.inner.stop_later(&info);
         }
         n
     }
@@ -429,11 +568,12 @@ impl ResourceManager {
     pub fn instances(&self) -> Vec<InstanceView> {
         let pools = self.inner.pools.lock().expect("pools lock");
         pools
-            .values()
-            .flat_map(|p| p.instances.iter())
-            .map(|i| InstanceView {
+            .iter()
+            .flat_map(|(name, p)| p.instances.iter().map(move |i| (name, i)))
+            .map(|(name, i)| InstanceView {
                 instance_id: i.info.instance_id.clone(),
-                function_name: String::new(),
+                function_name: name.clone(),
+                node_id: i.info.node_id.clone(),
                 revision: i.revision,
                 inflight: i.inflight,
                 state: i.state,
@@ -443,24 +583,26 @@ impl ResourceManager {
 
     /// Stop every instance (shutdown). Waits for the stops.
     pub async fn stop_all(&self) {
-        let all: Vec<String> = {
+        let all: Vec<InstanceInfo> = {
             let mut pools = self.inner.pools.lock().expect("pools lock");
             self.inner.stopping.store(true, std::sync::atomic::Ordering::SeqCst);
-            pools.drain().flat_map(|(_, p)| p.instances.into_iter().map(|i| i.info.instance_id)).collect()
+            pools.drain().flat_map(|(_, p)| p.instances.into_iter().map(|i| i.info)).collect()
         };
-        let node = &self.inner.node;
-        futures_util::future::join_all(all.iter().map(|id| node.stop_instance(id))).await;
+        let nodes: BTreeMap<String, Arc<dyn Node>> =
+            self.inner.nodes.lock().expect("nodes lock").iter().map(|(id, e)| (id.clone(), e.node.clone())).collect();
+        let stops = all.iter().filter_map(|i| Some(nodes.get(&i.node_id)?.stop_instance(&i.instance_id)));
+        futures_util::future::join_all(stops).await;
     }
 }
 
 /// Memory and CPUs this node offers to instances: 90 % of RAM (the rest for the OS and
 /// Nubis), and 4 vCPU per core: CPU is a quota that idle instances do not use, so it is
 /// overcommitted, while memory is a hard limit and is not.
-fn host_capacity() -> (u64, f64) {
+pub fn host_capacity() -> Capacity {
     let mem_kb = std::fs::read_to_string("/proc/meminfo")
         .ok()
         .and_then(|s| s.lines().find(|l| l.starts_with("MemTotal:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok()))
         .unwrap_or(4 << 20);
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
-    (mem_kb / 1024 * 9 / 10, cpus * 4.0)
+    Capacity { memory_mb: mem_kb / 1024 * 9 / 10, cpu: cpus * 4.0 }
 }

@@ -1,0 +1,164 @@
+//! The resource manager's side of the control-plane protocol ([`super::wire`]): a [`Node`]
+//! whose instances run on a remote agent, reached over pooled keep-alive HTTP connections.
+//!
+//! Failures of the agent itself (refused, reset, no answer in time) become
+//! [`AgentError::Unavailable`]: a platform error, so sync callers get a retriable 503 and async
+//! events are delivered again without using up the function's retries.
+
+use std::time::Duration;
+
+use axum::http::HeaderValue;
+use base64::Engine;
+use bytes::Bytes;
+
+use super::wire::{self, ERROR_HEADER, PREFIX};
+use super::{AgentError, InstanceInfo, InstanceSpec, InvokeRequest, InvokeResponse, Node};
+
+/// Extra time over the function's own deadline before an agent is given up on: the agent
+/// enforces the deadline itself and answers Timeout; this only catches a silent agent.
+const INVOKE_MARGIN: Duration = Duration::from_secs(5);
+/// Bound on a start (image check, container create, readiness, initializer).
+const START_DEADLINE: Duration = Duration::from_secs(300);
+const CONTROL_DEADLINE: Duration = Duration::from_secs(30);
+
+pub struct RemoteNode {
+    node_id: String,
+    base: String,
+    auth: HeaderValue,
+    http: reqwest::Client,
+}
+
+impl RemoteNode {
+    /// `address`: the agent's internal URL, e.g. `http://10.0.0.7:9100`.
+    pub fn new(node_id: &str, address: &str, secret: &str) -> Self {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(2))
+            .tcp_nodelay(true)
+            .pool_idle_timeout(Duration::from_secs(60))
+            // Agents are on the cluster network: never through a proxy.
+            .no_proxy()
+            .build()
+            .expect("static client config");
+        let mut auth = wire::bearer(secret);
+        auth.set_sensitive(true);
+        Self { node_id: node_id.to_string(), base: format!("{}{PREFIX}", address.trim_end_matches('/')), auth, http }
+    }
+
+    fn unreachable(&self, e: reqwest::Error) -> AgentError {
+        AgentError::Unavailable(format!("node agent {} unreachable: {e}", self.node_id))
+    }
+
+    /// An answer with the error header carries an AgentError; any other non-2xx is the agent's.
+    async fn error_of(&self, resp: reqwest::Response) -> AgentError {
+        let status = resp.status();
+        let is_agent_error = resp.headers().contains_key(ERROR_HEADER);
+        let body = resp.bytes().await.unwrap_or_default();
+        if is_agent_error && let Ok(e) = serde_json::from_slice::<AgentError>(&body) {
+            return e;
+        }
+        AgentError::Internal(format!("node agent {} answered {status}: {}", self.node_id, String::from_utf8_lossy(&body)))
+    }
+
+    /// Instances the agent runs (for reconciliation and the admin API).
+    pub async fn list(&self) -> Result<Vec<InstanceInfo>, AgentError> {
+        let resp = self
+            .http
+            .get(format!("{}/instances", self.base))
+            .header("authorization", self.auth.clone())
+            .timeout(CONTROL_DEADLINE)
+            .send()
+            .await
+            .map_err(|e| self.unreachable(e))?;
+        if !resp.status().is_success() {
+            return Err(self.error_of(resp).await);
+        }
+        resp.json().await.map_err(|e| self.unreachable(e))
+    }
+}
+
+#[async_trait::async_trait]
+impl Node for RemoteNode {
+    fn node_id(&self) -> &str {
+        &self.node_id
+    }
+
+    async fn start_instance(&self, spec: InstanceSpec) -> Result<InstanceInfo, AgentError> {
+        let resp = self
+            .http
+            .post(format!("{}/instances", self.base))
+            .header("authorization", self.auth.clone())
+            .json(&spec)
+            .timeout(START_DEADLINE)
+            .send()
+            .await
+            .map_err(|e| self.unreachable(e))?;
+        if !resp.status().is_success() {
+            return Err(self.error_of(resp).await);
+        }
+        resp.json().await.map_err(|e| self.unreachable(e))
+    }
+
+    async fn invoke(&self, instance: &InstanceInfo, req: InvokeRequest) -> Result<InvokeResponse, AgentError> {
+        let mut headers = wire::relayable(&req.headers);
+        headers.insert("authorization", self.auth.clone());
+        headers.insert(wire::REQUEST_ID, HeaderValue::from_str(&req.request_id).expect("ascii id"));
+        headers.insert(wire::TIMEOUT_MS, HeaderValue::from(req.timeout.as_millis() as u64));
+        if req.want_logs {
+            headers.insert(wire::WANT_LOGS, HeaderValue::from_static("1"));
+        }
+        let resp = self
+            .http
+            .post(format!("{}/instances/{}/invoke", self.base, instance.instance_id))
+            .headers(headers)
+            .body(req.body)
+            .timeout(req.timeout + INVOKE_MARGIN)
+            .send()
+            .await
+            .map_err(|e| self.unreachable(e))?;
+        if resp.headers().contains_key(ERROR_HEADER) {
+            return Err(self.error_of(resp).await);
+        }
+        let status = resp.status().as_u16();
+        let function_error = resp.headers().contains_key(wire::FUNCTION_ERROR);
+        let logs = resp
+            .headers()
+            .get(wire::LOGS)
+            .and_then(|v| base64::engine::general_purpose::STANDARD.decode(v.as_bytes()).ok())
+            .map(|b| String::from_utf8_lossy(&b).into_owned());
+        let headers = wire::relayable(resp.headers());
+        let body: Bytes = resp.bytes().await.map_err(|e| self.unreachable(e))?;
+        Ok(InvokeResponse { status, headers, body, function_error, logs })
+    }
+
+    async fn stop_instance(&self, instance_id: &str) {
+        let r = self
+            .http
+            .delete(format!("{}/instances/{instance_id}", self.base))
+            .header("authorization", self.auth.clone())
+            .timeout(CONTROL_DEADLINE)
+            .send()
+            .await;
+        if let Err(e) = r {
+            // The agent is gone or unreachable; its instances go with its lease.
+            tracing::warn!(node = %self.node_id, instance = %instance_id, "stop not delivered: {e}");
+        }
+    }
+
+    /// Stop everything the agent runs: the resource manager adopting a node starts from a
+    /// clean slate (instances placed by an earlier controller are unknown here).
+    async fn remove_orphans(&self) -> Result<usize, AgentError> {
+        let resp = self
+            .http
+            .post(format!("{}/reset", self.base))
+            .header("authorization", self.auth.clone())
+            .timeout(START_DEADLINE)
+            .send()
+            .await
+            .map_err(|e| self.unreachable(e))?;
+        if !resp.status().is_success() {
+            return Err(self.error_of(resp).await);
+        }
+        let v: serde_json::Value = resp.json().await.map_err(|e| self.unreachable(e))?;
+        Ok(v["stopped"].as_u64().unwrap_or(0) as usize)
+    }
+}

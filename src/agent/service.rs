@@ -1,0 +1,147 @@
+//! The agent's side of the control-plane protocol ([`super::wire`]): an internal listener that
+//! serves a local [`Node`] (the Docker node) to the cluster's resource manager.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::{DefaultBodyLimit, Path, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::{Next, from_fn_with_state};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::Json;
+use base64::Engine;
+use tracing::Instrument;
+
+use super::wire::{self, ERROR_HEADER};
+use super::{AgentError, InstanceInfo, InstanceSpec, InvokeRequest, Node};
+
+#[derive(Clone)]
+pub struct AgentService {
+    node: Arc<dyn Node>,
+    secret: Arc<str>,
+    /// What this agent runs, by instance id (the node needs the full InstanceInfo to invoke).
+    instances: Arc<Mutex<HashMap<String, InstanceInfo>>>,
+    max_body: usize,
+}
+
+impl AgentService {
+    pub fn new(node: Arc<dyn Node>, secret: &str, max_body: usize) -> Self {
+        Self { node, secret: secret.into(), instances: Arc::default(), max_body }
+    }
+
+    pub fn router(&self) -> Router {
+        Router::new()
+            .route("/internal/v1/instances", post(start).get(list))
+            .route("/internal/v1/instances/{id}", delete(stop))
+            .route("/internal/v1/instances/{id}/invoke", post(invoke))
+            .route("/internal/v1/reset", post(reset))
+            .layer(DefaultBodyLimit::max(self.max_body))
+            .layer(from_fn_with_state(self.clone(), authenticate))
+            .route("/internal/v1/health", get(|| async { "ok" }))
+            .with_state(self.clone())
+    }
+
+    /// Stop every instance this agent runs (a resource manager that does not know them asked,
+    /// or the agent is shutting down).
+    pub async fn stop_all(&self) -> usize {
+        let ids: Vec<String> = self.instances.lock().expect("instances lock").drain().map(|(id, _)| id).collect();
+        futures_util::future::join_all(ids.iter().map(|id| self.node.stop_instance(id))).await;
+        ids.len()
+    }
+}
+
+async fn authenticate(State(s): State<AgentService>, req: Request, next: Next) -> Response {
+    let presented = req.headers().get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+    match presented {
+        Some(t) if wire::token_matches(&s.secret, t) => next.run(req).await,
+        _ => error(StatusCode::UNAUTHORIZED, AgentError::Internal("missing or wrong cluster secret".into())),
+    }
+}
+
+fn error(status: StatusCode, e: AgentError) -> Response {
+    let mut resp = (status, Json(e)).into_response();
+    resp.headers_mut().insert(ERROR_HEADER, HeaderValue::from_static("1"));
+    resp
+}
+
+fn agent_error(e: AgentError) -> Response {
+    let status = match e {
+        AgentError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    error(status, e)
+}
+
+async fn start(State(s): State<AgentService>, Json(spec): Json<InstanceSpec>) -> Response {
+    let span = tracing::info_span!("start", instance = %spec.instance_id, function = %spec.function_name);
+    match s.node.start_instance(spec).instrument(span).await {
+        Ok(info) => {
+            s.instances.lock().expect("instances lock").insert(info.instance_id.clone(), info.clone());
+            Json(info).into_response()
+        }
+        Err(e) => agent_error(e),
+    }
+}
+
+async fn list(State(s): State<AgentService>) -> Json<Vec<InstanceInfo>> {
+    Json(s.instances.lock().expect("instances lock").values().cloned().collect())
+}
+
+async fn stop(State(s): State<AgentService>, Path(id): Path<String>) -> StatusCode {
+    s.instances.lock().expect("instances lock").remove(&id);
+    s.node.stop_instance(&id).await;
+    StatusCode::NO_CONTENT
+}
+
+async fn reset(State(s): State<AgentService>) -> Response {
+    let stopped = s.stop_all().await;
+    match s.node.remove_orphans().await {
+        Ok(orphans) => Json(serde_json::json!({ "stopped": stopped + orphans })).into_response(),
+        Err(e) => agent_error(e),
+    }
+}
+
+fn header<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    h.get(name).and_then(|v| v.to_str().ok())
+}
+
+async fn invoke(State(s): State<AgentService>, Path(id): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
+    let Some(info) = s.instances.lock().expect("instances lock").get(&id).cloned() else {
+        return error(StatusCode::NOT_FOUND, AgentError::Internal(format!("instance {id} is not running on this node")));
+    };
+    let (Some(request_id), Some(timeout_ms)) = (header(&headers, wire::REQUEST_ID), header(&headers, wire::TIMEOUT_MS)) else {
+        return error(StatusCode::BAD_REQUEST, AgentError::Internal("invoke without request id or timeout".into()));
+    };
+    let Ok(timeout_ms) = timeout_ms.parse::<u64>() else {
+        return error(StatusCode::BAD_REQUEST, AgentError::Internal("bad timeout".into()));
+    };
+    let req = InvokeRequest {
+        request_id: request_id.to_string(),
+        body,
+        want_logs: header(&headers, wire::WANT_LOGS) == Some("1"),
+        headers: wire::relayable(&headers).into_iter().filter_map(|(n, v)| Some((n?, v))).filter(|(n, _)| n != "authorization").collect(),
+        timeout: Duration::from_millis(timeout_ms),
+    };
+    let span = tracing::info_span!("invoke", request_id = %req.request_id, instance = %id);
+    match s.node.invoke(&info, req).instrument(span).await {
+        Ok(r) => {
+            let mut resp = Response::new(Body::from(r.body));
+            *resp.status_mut() = StatusCode::from_u16(r.status).unwrap_or(StatusCode::BAD_GATEWAY);
+            *resp.headers_mut() = wire::relayable(&r.headers);
+            if r.function_error {
+                resp.headers_mut().insert(wire::FUNCTION_ERROR, HeaderValue::from_static("1"));
+            }
+            if let Some(logs) = r.logs {
+                let b64 = base64::engine::general_purpose::STANDARD.encode(logs);
+                resp.headers_mut().insert(wire::LOGS, HeaderValue::from_str(&b64).expect("base64 is a valid header"));
+            }
+            resp
+        }
+        // The controller discards an instance in doubt (timed out, crashed) with a DELETE.
+        Err(e) => agent_error(e),
+    }
+}

@@ -1,0 +1,89 @@
+//! Cluster membership in etcd.
+//!
+//! Keys (under `cluster.key_prefix`, default `/nubis`):
+//! - `nodes/<node_id>`: a [`NodeRecord`] (address, capacity, incarnation), written by the agent
+//!   under its own lease. The agent keeps the lease alive; when it stops (killed, partitioned)
+//!   the lease expires after `lease_ttl_secs`, etcd deletes the key, and every watcher sees the
+//!   node leave.
+//! - `cordon/<node_id>`: present while an operator has the node cordoned. Not leased: a cordon
+//!   outlives agent restarts.
+//!
+//! Controllers list both prefixes, then watch them from the next revision, so no change between
+//! the list and the watch is missed; when the watch breaks they list again.
+
+pub mod membership;
+pub mod register;
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::ClusterConfig;
+use crate::scheduler::nodes::Capacity;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("etcd: {0}")]
+    Etcd(#[from] etcd_client::Error),
+    #[error("the membership lease expired or its keep-alive stream ended")]
+    LeaseLost,
+    #[error("the etcd watch ended or was cancelled")]
+    WatchEnded,
+    #[error("cluster.secret is empty: controllers and agents need a shared secret in cluster mode")]
+    NoSecret,
+}
+
+/// What an agent announces about its node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeRecord {
+    pub node_id: String,
+    /// The agent's internal URL.
+    pub address: String,
+    pub capacity: Capacity,
+    /// Changes each time the agent process starts: a controller that sees a new incarnation
+    /// knows the node's instances are gone.
+    pub incarnation: String,
+    pub version: String,
+}
+
+/// Key layout under the configured prefix.
+#[derive(Debug, Clone)]
+pub struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    pub fn new(cfg: &ClusterConfig) -> Self {
+        Self { prefix: cfg.key_prefix.trim_end_matches('/').to_string() }
+    }
+    pub fn nodes(&self) -> String {
+        format!("{}/nodes/", self.prefix)
+    }
+    pub fn node(&self, id: &str) -> String {
+        format!("{}/nodes/{id}", self.prefix)
+    }
+    pub fn cordons(&self) -> String {
+        format!("{}/cordon/", self.prefix)
+    }
+    pub fn cordon(&self, id: &str) -> String {
+        format!("{}/cordon/{id}", self.prefix)
+    }
+}
+
+/// Connect to etcd (the client balances over the endpoints and reconnects on its own).
+pub async fn connect(cfg: &ClusterConfig) -> Result<etcd_client::Client, ClusterError> {
+    if cfg.secret.is_empty() {
+        return Err(ClusterError::NoSecret);
+    }
+    let opts = etcd_client::ConnectOptions::new()
+        .with_connect_timeout(Duration::from_secs(3))
+        .with_timeout(Duration::from_secs(5))
+        .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2));
+    Ok(etcd_client::Client::connect(&cfg.etcd_endpoints, Some(opts)).await?)
+}
+
+/// Backoff between attempts after an etcd error: 200 ms doubling to 2 s.
+pub(crate) fn backoff(attempt: u32) -> Duration {
+    Duration::from_millis((200u64 << attempt.min(4)).min(2000))
+}

@@ -1,0 +1,160 @@
+//! Cluster mode against a real etcd, with agents as separate `nubis agent` processes and a
+//! controller (`api,scheduler,dispatcher`) in this process: membership, spreading, cordon and
+//! drain, failover when an agent is killed, leaving on SIGTERM.
+//!
+//! Needs etcd: `bash scripts/test-services.sh start etcd` and eval its env
+//! (NUBIS_TEST_ETCD_ENDPOINTS). Each test uses its own key prefix, so tests share one etcd.
+
+#[allow(dead_code)]
+#[path = "../api/helpers.rs"]
+mod helpers;
+
+mod failover;
+mod membership;
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use helpers::{ApiClient, TestApp, eventually, spawn_app_with};
+use serde_json::{Value, json};
+
+pub const SECRET: &str = "cluster-test-secret";
+pub const TTL_SECS: u64 = 3;
+
+pub fn etcd_endpoints() -> String {
+    std::env::var("NUBIS_TEST_ETCD_ENDPOINTS")
+        .expect("NUBIS_TEST_ETCD_ENDPOINTS is not set: start etcd with `bash scripts/test-services.sh start etcd` and eval its env")
+}
+
+/// One test's cluster: a key prefix of its own in the shared etcd.
+pub struct Cluster {
+    pub prefix: String,
+    pub tag: String,
+}
+
+impl Cluster {
+    pub fn new() -> Self {
+        let tag = uuid::Uuid::new_v4().simple().to_string()[..8].to_string();
+        Self { prefix: format!("/nubis-test-{tag}"), tag }
+    }
+
+    pub async fn controller(&self) -> TestApp {
+        let (prefix, endpoints) = (self.prefix.clone(), etcd_endpoints());
+        spawn_app_with(move |c| {
+            c.server.roles = ["api", "scheduler", "dispatcher"].map(String::from).to_vec();
+            c.cluster.etcd_endpoints = endpoints.split(',').map(String::from).collect();
+            c.cluster.secret = SECRET.into();
+            c.cluster.key_prefix = prefix;
+            c.cluster.lease_ttl_secs = TTL_SECS;
+            // Instances are stopped by the reaper; a short interval lets drain tests see it.
+            c.scheduler.reap_interval_ms = 200;
+        })
+        .await
+    }
+
+    /// Start `nubis agent` as its own process.
+    pub fn agent(&self, name: &str) -> AgentProcess {
+        let node_id = format!("{}-{name}", self.tag);
+        let dir = tempfile::tempdir().unwrap();
+        let log = std::fs::File::create(dir.path().join("agent.log")).unwrap();
+        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_nubis"))
+            .args(["agent", "--listen", "127.0.0.1:0", "--join", &etcd_endpoints(), "--node-id", &node_id])
+            .arg("--data-dir")
+            .arg(dir.path())
+            .env("NUBIS_CLUSTER__SECRET", SECRET)
+            .env("NUBIS_CLUSTER__KEY_PREFIX", &self.prefix)
+            .env("NUBIS_CLUSTER__LEASE_TTL_SECS", TTL_SECS.to_string())
+            .env("NUBIS_AGENT__PULL_MISSING_IMAGES", "false")
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start nubis agent");
+        AgentProcess { node_id, child, dir }
+    }
+}
+
+pub struct AgentProcess {
+    pub node_id: String,
+    pub child: tokio::process::Child,
+    pub dir: tempfile::TempDir,
+}
+
+impl AgentProcess {
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("agent.log")).unwrap_or_default()
+    }
+
+    pub async fn kill9(&mut self) {
+        self.child.kill().await.expect("kill -9 the agent");
+    }
+
+    pub fn sigterm(&self) {
+        let pid = self.child.id().expect("agent running") as i32;
+        // SAFETY-free: kill(2) through the `kill` command keeps the test free of libc.
+        std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status().expect("kill -TERM");
+    }
+}
+
+impl Drop for AgentProcess {
+    fn drop(&mut self) {
+        // A killed agent leaves its containers; remove them so tests do not leak.
+        let node = self.node_id.clone();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(remove_containers(&node));
+        })
+        .join()
+        .ok();
+    }
+}
+
+pub async fn remove_containers(node_id: &str) {
+    let docker = bollard::Docker::connect_with_local_defaults().unwrap().negotiate_version().await.unwrap();
+    for c in helpers::containers_of(node_id, None).await {
+        let opts = bollard::query_parameters::RemoveContainerOptions { force: true, ..Default::default() };
+        let _ = docker.remove_container(c.id.as_deref().unwrap_or_default(), Some(opts)).await;
+    }
+}
+
+pub async fn nodes(api: &ApiClient) -> Vec<Value> {
+    let r = api.request("GET", "/nubis/admin/v1/nodes", "", &[], vec![]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.json()["nodes"].as_array().cloned().unwrap_or_default()
+}
+
+/// Wait until exactly these node ids are live members (in any order).
+pub async fn wait_for_nodes(api: &ApiClient, ids: &[&str], deadline: Duration) {
+    let mut want: Vec<String> = ids.iter().map(|s| s.to_string()).collect();
+    want.sort();
+    eventually(deadline, &format!("nodes {want:?}"), || {
+        let want = want.clone();
+        async move {
+            let mut have: Vec<String> = nodes(api).await.iter().map(|n| n["nodeId"].as_str().unwrap().to_string()).collect();
+            have.sort();
+            (have == want).then_some(())
+        }
+    })
+    .await;
+}
+
+pub fn echo_function(name: &str) -> Value {
+    json!({"functionName": name, "runtime": "custom-container", "handler": "unused", "memorySize": 128,
+           "customContainerConfig": {"image": "nubis/test-echo-container:latest", "port": 9000}})
+}
+
+/// The node that hosts an instance, from the admin API.
+pub async fn node_of(api: &ApiClient, instance_id: &str) -> Option<String> {
+    nodes(api).await.iter().find_map(|n| {
+        n["instances"]
+            .as_array()?
+            .iter()
+            .any(|i| i["instanceId"] == instance_id)
+            .then(|| n["nodeId"].as_str().unwrap().to_string())
+    })
+}
+
+pub fn elapsed_ms(t: Instant) -> u128 {
+    t.elapsed().as_millis()
+}
