@@ -169,6 +169,22 @@ impl Drop for Waiting<'_> {
     }
 }
 
+/// Why a started instance did not join the table.
+#[derive(Debug)]
+enum Unplaced {
+    ShuttingDown,
+    NodeLost(String),
+}
+
+impl From<Unplaced> for AcquireError {
+    fn from(u: Unplaced) -> Self {
+        match u {
+            Unplaced::ShuttingDown => AcquireError::ShuttingDown,
+            Unplaced::NodeLost(n) => AcquireError::NodeLost(n),
+        }
+    }
+}
+
 /// What a start reserved, released when it finishes.
 struct Started {
     name: String,
@@ -454,7 +470,7 @@ impl ResourceManager {
                         state: InstanceState::Ready,
                         last_used: Instant::now(),
                     };
-                    rm.finish_start(started, Some(inst))
+                    rm.finish_start(started, Some(inst)).map_err(AcquireError::from)
                 }
                 Err(e) => {
                     let _ = rm.finish_start(started, None);
@@ -470,7 +486,7 @@ impl ResourceManager {
 
     /// Account for a finished start: release the node's reservation and add the instance.
     /// Fails with NodeLost when the node left the cluster meanwhile (the instance went with it).
-    fn finish_start(&self, s: Started, inst: Option<Instance>) -> Result<(), AcquireError> {
+    fn finish_start(&self, s: Started, inst: Option<Instance>) -> Result<(), Unplaced> {
         let mut pools = self.inner.pools.lock().expect("pools lock");
         let node_present = {
             let mut nodes = self.inner.nodes.lock().expect("nodes lock");
@@ -494,13 +510,13 @@ impl ResourceManager {
             if let Some(inst) = inst {
                 self.inner.stop_later(&inst.info);
             }
-            return Err(AcquireError::ShuttingDown);
+            return Err(Unplaced::ShuttingDown);
         }
         let pool = pools.entry(s.name).or_default();
         pool.starting -= 1;
         pool.notify.notify_waiters();
         match inst {
-            Some(_) if !node_present => Err(AcquireError::NodeLost(s.node_id)),
+            Some(_) if !node_present => Err(Unplaced::NodeLost(s.node_id)),
             Some(mut inst) => {
                 if inst.revision < pool.revision {
                     // The function changed while this one started.

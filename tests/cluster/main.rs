@@ -5,7 +5,6 @@
 //! Needs etcd: `bash scripts/test-services.sh start etcd` and eval its env
 //! (NUBIS_TEST_ETCD_ENDPOINTS). Each test uses its own key prefix, so tests share one etcd.
 
-#[allow(dead_code)]
 #[path = "../api/helpers.rs"]
 mod helpers;
 
@@ -30,6 +29,12 @@ pub fn etcd_endpoints() -> String {
 pub struct Cluster {
     pub prefix: String,
     pub tag: String,
+}
+
+impl Default for Cluster {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl Cluster {
