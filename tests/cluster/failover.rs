@@ -75,3 +75,35 @@ async fn a_stopped_agent_leaves_at_once_and_stops_its_instances() {
     app.api.invoke("leaver", b"x", &[]).await.assert_error(503, "ResourcePoolInsufficientCapacity");
     app.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn async_events_sent_while_an_agent_dies_all_run_once_it_is_gone() {
+    let cluster = Cluster::new();
+    let mut a = cluster.agent("a");
+    let b = cluster.agent("b");
+    let app = cluster.controller().await;
+    wait_for_nodes(&app.api, &[&a.node_id, &b.node_id], Duration::from_secs(30)).await;
+    assert_eq!(app.api.create_function(echo_function("pipeline")).await.status, 200);
+    spread(&app.api, "pipeline", 2).await;
+
+    a.kill9().await;
+    let ids: Vec<String> = (0..20).map(|i| format!("ev-{i}")).collect();
+    for id in &ids {
+        let h = [("x-fc-invocation-type", "Async"), ("x-fc-async-task-id", id.as_str())];
+        let r = app.api.invoke("pipeline", id.as_bytes(), &h).await;
+        assert_eq!(r.status, 202, "{}", r.text());
+    }
+    for id in &ids {
+        let t = helpers::eventually(Duration::from_secs(60), &format!("task {id} succeeded"), || async {
+            let j = app.api.request("GET", &format!("/2023-03-30/functions/pipeline/async-tasks/{id}"), "", &[], vec![]).await.json();
+            assert_ne!(j["status"], "Failed", "{j}");
+            (j["status"] == "Succeeded").then_some(j)
+        })
+        .await;
+        // Platform failures (the dead agent) do not use up the function's retries.
+        assert_eq!(t["alreadyRetriedTimes"], 0, "{t}");
+        let payload: Value = serde_json::from_str(t["returnPayload"].as_str().unwrap()).unwrap();
+        assert_eq!(payload["event"], id.as_str());
+    }
+    app.shutdown().await.unwrap();
+}
