@@ -35,7 +35,7 @@ impl InvokeFailure {
                 true
             }
             InvokeFailure::Acquire(AcquireError::Start(a)) | InvokeFailure::Agent(a) => {
-                matches!(a, AgentError::Unavailable(_) | AgentError::Internal(_))
+                matches!(a, AgentError::Unavailable(_) | AgentError::NotDelivered(_) | AgentError::Internal(_))
             }
             InvokeFailure::Acquire(AcquireError::NoImage(_)) => true,
         }
@@ -96,9 +96,31 @@ pub async fn invoke(
     want_logs: bool,
 ) -> Invocation {
     let started = Instant::now();
-    match rm.acquire(f).await {
-        Ok(slot) => run(slot, f, request_id, body, headers, want_logs, started).await,
-        Err(e) => Invocation { result: Err(e.into()), instance_id: None, cold_start: false, duration: started.elapsed() },
+    let mut retried = false;
+    loop {
+        let inv = match rm.acquire(f).await {
+            Ok(slot) => {
+                let node_id = slot.instance().node_id.clone();
+                let inv = run(slot, f, request_id, body.clone(), headers.clone(), want_logs, started).await;
+                if matches!(inv.result, Err(InvokeFailure::Agent(AgentError::NotDelivered(_)))) {
+                    rm.suspect(&node_id);
+                }
+                inv
+            }
+            Err(e) => Invocation { result: Err(e.into()), instance_id: None, cold_start: false, duration: started.elapsed() },
+        };
+        // An agent that could not be connected to received nothing: one more try, on another
+        // instance (its node is now avoided), hides a dead node from the caller.
+        let not_delivered = matches!(
+            inv.result,
+            Err(InvokeFailure::Agent(AgentError::NotDelivered(_)) | InvokeFailure::Acquire(AcquireError::Start(AgentError::NotDelivered(_))))
+        );
+        if not_delivered && !retried {
+            retried = true;
+            tracing::info!(function = %f.name, "node agent unreachable; trying once more elsewhere");
+            continue;
+        }
+        return inv;
     }
 }
 

@@ -100,6 +100,10 @@ pub enum AgentError {
     BadResponse(String),
     #[error("container runtime unavailable: {0}")]
     Unavailable(String),
+    /// The node's agent could not be connected to: nothing was sent, so the call can safely be
+    /// made again elsewhere.
+    #[error("node agent unreachable, nothing was sent: {0}")]
+    NotDelivered(String),
     #[error("agent error: {0}")]
     Internal(String),
 }

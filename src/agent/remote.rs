@@ -45,7 +45,11 @@ impl RemoteNode {
     }
 
     fn unreachable(&self, e: reqwest::Error) -> AgentError {
-        AgentError::Unavailable(format!("node agent {} unreachable: {e}", self.node_id))
+        if e.is_connect() {
+            AgentError::NotDelivered(format!("node agent {}: {e}", self.node_id))
+        } else {
+            AgentError::Unavailable(format!("node agent {} unreachable: {e}", self.node_id))
+        }
     }
 
     /// An answer with the error header carries an AgentError; any other non-2xx is the agent's.

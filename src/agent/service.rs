@@ -70,7 +70,7 @@ fn error(status: StatusCode, e: AgentError) -> Response {
 
 fn agent_error(e: AgentError) -> Response {
     let status = match e {
-        AgentError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        AgentError::Unavailable(_) | AgentError::NotDelivered(_) => StatusCode::SERVICE_UNAVAILABLE,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     };
     error(status, e)

@@ -154,6 +154,7 @@ impl From<AcquireError> for ApiError {
                 A::NotReady { .. } => Self::new(StatusCode::PRECONDITION_FAILED, "FunctionNotStarted", a.to_string()),
                 A::ImageNotFound(_) => Self::new(StatusCode::PRECONDITION_FAILED, "ImageNotFound", a.to_string()),
                 A::Unavailable(e) => Self::unavailable("container runtime", e),
+                A::NotDelivered(e) => Self::unavailable("node agent", e),
                 a => Self::internal(a),
             },
         }

@@ -76,6 +76,7 @@ fn failed(e: AgentError) -> Response {
             ApiError::new(StatusCode::BAD_GATEWAY, "BadResponse", format!("the function returned an invalid response: {m}")).into_response()
         }
         AgentError::Unavailable(m) => ApiError::unavailable("container runtime", m).into_response(),
+        AgentError::NotDelivered(m) => ApiError::unavailable("node agent", m).into_response(),
         e => ApiError::internal(e).into_response(),
     }
 }

@@ -169,6 +169,10 @@ impl Drop for Waiting<'_> {
     }
 }
 
+/// How long a node whose agent refused a connection takes no new instances: about the default
+/// membership lease TTL, by which time a dead node is gone from the table anyway.
+const SUSPECT_FOR: Duration = Duration::from_secs(10);
+
 /// Why a started instance did not join the table.
 #[derive(Debug)]
 enum Unplaced {
@@ -238,7 +242,7 @@ impl ResourceManager {
         let id = node.node_id().to_string();
         self.remove_node(&id);
         tracing::info!(node = %id, memory_mb = capacity.memory_mb, cpu = capacity.cpu, "node joined");
-        let entry = NodeEntry { node, capacity, cordoned: false, address, starting_memory_mb: 0, starting_cpu: 0.0, starting_functions: Default::default() };
+        let entry = NodeEntry { node, capacity, cordoned: false, address, starting_memory_mb: 0, starting_cpu: 0.0, starting_functions: Default::default(), suspect_until: None };
         self.inner.nodes.lock().expect("nodes lock").insert(id, entry);
         self.notify_all();
     }
@@ -274,6 +278,27 @@ impl ResourceManager {
             self.notify_all();
         }
         found
+    }
+
+    /// A call could not connect to this node's agent: place nothing there for a lease TTL
+    /// (membership decides whether it is gone) and retire its instances, so the next calls go
+    /// to other nodes. The reaper stops the retired instances if the agent answers again.
+    pub fn suspect(&self, node_id: &str) {
+        let mut pools = self.inner.pools.lock().expect("pools lock");
+        let found = {
+            let mut nodes = self.inner.nodes.lock().expect("nodes lock");
+            nodes.get_mut(node_id).map(|e| e.suspect_until = Some(Instant::now() + SUSPECT_FOR)).is_some()
+        };
+        if !found {
+            return;
+        }
+        tracing::warn!(node = %node_id, "node agent unreachable: avoiding the node");
+        for p in pools.values_mut() {
+            for i in p.instances.iter_mut().filter(|i| i.info.node_id == node_id) {
+                i.state = InstanceState::Draining;
+            }
+            p.notify.notify_waiters();
+        }
     }
 
     /// Cordon a node and retire its instances: they finish what they serve and are stopped;
@@ -473,7 +498,11 @@ impl ResourceManager {
                     rm.finish_start(started, Some(inst)).map_err(AcquireError::from)
                 }
                 Err(e) => {
+                    let node_id = started.node_id.clone();
                     let _ = rm.finish_start(started, None);
+                    if matches!(e, AgentError::NotDelivered(_)) {
+                        rm.suspect(&node_id);
+                    }
                     Err(e.into())
                 }
             }

@@ -31,6 +31,9 @@ pub(super) struct NodeEntry {
     /// Instances starting here, by function: counted when spreading a function's instances,
     /// so a burst of cold starts does not land on one node.
     pub starting_functions: HashMap<String, u32>,
+    /// Set when a call could not connect to the agent: the node takes no new instances until
+    /// then (its membership lease will tell whether it is really gone).
+    pub suspect_until: Option<std::time::Instant>,
 }
 
 /// A node as the admin API and the console show it.
@@ -64,7 +67,7 @@ pub(super) fn snapshots<'a>(
                     memory_used_mb: e.starting_memory_mb,
                     cpu_total: e.capacity.cpu,
                     cpu_used: e.starting_cpu,
-                    cordoned: e.cordoned,
+                    cordoned: e.cordoned || e.suspect_until.is_some_and(|t| t > std::time::Instant::now()),
                     same_function_instances: e.starting_functions.get(function).copied().unwrap_or(0),
                 },
             )
