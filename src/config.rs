@@ -233,6 +233,10 @@ pub struct ClusterConfig {
     pub agent_listen: std::net::SocketAddr,
     /// URL controllers use to reach this agent. Empty: `http://<agent_listen>`.
     pub agent_advertise_url: String,
+    /// A controller's internal listener (the scheduler leader serves the other controllers).
+    pub controller_listen: std::net::SocketAddr,
+    /// URL other controllers use to reach this one. Empty: `http://<controller_listen>`.
+    pub controller_advertise_url: String,
 }
 
 impl std::fmt::Debug for ClusterConfig {
@@ -244,6 +248,8 @@ impl std::fmt::Debug for ClusterConfig {
             .field("key_prefix", &self.key_prefix)
             .field("agent_listen", &self.agent_listen)
             .field("agent_advertise_url", &self.agent_advertise_url)
+            .field("controller_listen", &self.controller_listen)
+            .field("controller_advertise_url", &self.controller_advertise_url)
             .finish()
     }
 }
@@ -257,6 +263,8 @@ impl Default for ClusterConfig {
             key_prefix: "/nubis".into(),
             agent_listen: "127.0.0.1:9100".parse().expect("static address"),
             agent_advertise_url: String::new(),
+            controller_listen: "127.0.0.1:9101".parse().expect("static address"),
+            controller_advertise_url: String::new(),
         }
     }
 }
@@ -267,9 +275,6 @@ impl ClusterConfig {
     }
     pub fn lease_ttl(&self) -> Duration {
         Duration::from_secs(self.lease_ttl_secs)
-    }
-    pub fn advertise_url(&self) -> String {
-        if self.agent_advertise_url.is_empty() { format!("http://{}", self.agent_listen) } else { self.agent_advertise_url.clone() }
     }
 }
 

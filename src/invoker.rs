@@ -30,14 +30,19 @@ impl InvokeFailure {
     pub fn is_platform(&self) -> bool {
         match self {
             InvokeFailure::Acquire(
-                AcquireError::Throttled { .. } | AcquireError::Placement(_) | AcquireError::ShuttingDown | AcquireError::NodeLost(_),
+                AcquireError::Throttled { .. }
+                | AcquireError::Placement(_)
+                | AcquireError::ShuttingDown
+                | AcquireError::NodeLost(_)
+                | AcquireError::NoLeader(_),
             ) => {
                 true
             }
             InvokeFailure::Acquire(AcquireError::Start(a)) | InvokeFailure::Agent(a) => {
-                matches!(a, AgentError::Unavailable(_) | AgentError::NotDelivered(_) | AgentError::Internal(_))
+                matches!(a, AgentError::Unavailable(_) | AgentError::NotDelivered(_) | AgentError::Internal(_) | AgentError::Fenced { .. })
             }
             InvokeFailure::Acquire(AcquireError::NoImage(_)) => true,
+            InvokeFailure::Acquire(AcquireError::NoSuchFunction(_)) => false,
         }
     }
 }

@@ -40,6 +40,10 @@ pub struct Server {
     /// The dispatcher and its in-flight messages: stopped before the instances they use.
     dispatch: TaskTracker,
     stop_dispatch: CancellationToken,
+    /// Cluster mode: the internal listener for the other controllers, and the election
+    /// (cancelled first at shutdown: resigning lets a follower take over at once).
+    internal: Option<(TcpListener, axum::Router)>,
+    stop_election: CancellationToken,
 }
 
 /// The roles of this process (`server.roles`), checked against the cluster settings.
@@ -157,14 +161,35 @@ impl Server {
             let node = local_node(&cfg, &code, &logs, &tracker).await?;
             rm.add_node(Arc::new(node), crate::scheduler::host_capacity(), String::new());
         }
-        let etcd = if cfg.cluster.enabled() {
+        let stop_election = CancellationToken::new();
+        let (etcd, internal) = if cfg.cluster.enabled() {
             let client = cluster::connect(&cfg.cluster).await.context("connecting to etcd")?;
             let keys = cluster::Keys::new(&cfg.cluster);
-            cluster::membership::spawn(client.clone(), keys.clone(), rm.clone(), cfg.cluster.secret.clone(), &tracker, cancel.child_token());
-            tracing::info!(endpoints = ?cfg.cluster.etcd_endpoints, "cluster mode: following node membership in etcd");
-            Some((client, keys))
+            let listener = TcpListener::bind(cfg.cluster.controller_listen)
+                .await
+                .with_context(|| format!("binding the controller listener {}", cfg.cluster.controller_listen))?;
+            let me = if cfg.cluster.controller_advertise_url.is_empty() {
+                format!("http://{}", listener.local_addr()?)
+            } else {
+                cfg.cluster.controller_advertise_url.clone()
+            };
+            rm.join_cluster();
+            let service = cluster::controller::ControllerService::new(rm.clone(), store.clone(), &cfg.cluster.secret);
+            service.spawn_sweeper(&tracker, cancel.child_token());
+            let election = cluster::election::Election {
+                client: client.clone(),
+                keys: keys.clone(),
+                me: me.clone(),
+                ttl: cfg.cluster.lease_ttl(),
+                rm: rm.clone(),
+                secret: cfg.cluster.secret.clone(),
+                tracker: tracker.clone(),
+            };
+            election.spawn(stop_election.clone());
+            tracing::info!(endpoints = ?cfg.cluster.etcd_endpoints, internal = %me, "cluster mode: campaigning for the scheduler");
+            (Some((client, keys)), Some((listener, service.router())))
         } else {
-            None
+            (None, None)
         };
         rm.spawn_reaper(cancel.child_token());
         let (queue, kafka): (Arc<dyn Queue>, _) = match cfg.dispatcher.queue.as_str() {
@@ -207,7 +232,7 @@ impl Server {
             code_gc: Arc::default(),
             etcd,
         };
-        Ok(Self { listener, state, tracker, cancel, dispatch, stop_dispatch })
+        Ok(Self { listener, state, tracker, cancel, dispatch, stop_dispatch, internal, stop_election })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -226,6 +251,15 @@ impl Server {
         let serve = axum::serve(self.listener, app).with_graceful_shutdown(stop_http.clone().cancelled_owned());
         let mut serve = tokio::spawn(serve.into_future());
         tracing::info!(%addr, "listening");
+        let stop_internal = CancellationToken::new();
+        if let Some((listener, router)) = self.internal {
+            let s = axum::serve(listener, router).with_graceful_shutdown(stop_internal.clone().cancelled_owned());
+            self.tracker.spawn(async move {
+                if let Err(e) = s.await {
+                    tracing::error!("controller listener: {e}");
+                }
+            });
+        }
         tokio::select! {
             r = &mut serve => { r??; }
             _ = shutdown => {}
@@ -243,8 +277,16 @@ impl Server {
         if tokio::time::timeout(grace, self.dispatch.wait()).await.is_err() {
             tracing::warn!("async dispatches still running after the grace period; their leases will return them");
         }
+        // Leadership goes first (resigned: a follower takes over now), then the rest.
+        self.stop_election.cancel();
+        stop_internal.cancel();
         self.cancel.cancel();
-        self.state.rm.stop_all().await;
+        if self.state.cfg.cluster.enabled() {
+            // Instances belong to the cluster: the next leader adopts them.
+            tracing::info!("leaving instances running for the cluster");
+        } else {
+            self.state.rm.stop_all().await;
+        }
         self.tracker.close();
         if tokio::time::timeout(std::time::Duration::from_secs(10), self.tracker.wait()).await.is_err() {
             tracing::warn!("background tasks did not finish in 10 s");

@@ -33,6 +33,10 @@ pub struct InstanceSpec {
     pub env: Vec<(String, String)>,
     pub memory_mb: u32,
     pub cpu: f64,
+    /// Calls the instance serves at once (`instanceConcurrency`); reported back to a resource
+    /// manager that adopts the instance.
+    #[serde(default = "one")]
+    pub concurrency: u32,
     pub port: u16,
     /// Readiness: GET this path until 2xx; None: the port accepting connections is enough.
     pub health_path: Option<String>,
@@ -43,6 +47,21 @@ pub struct InstanceSpec {
     /// Headers sent on every call into the instance (x-fc-function-name, ...).
     #[serde(with = "wire::header_map")]
     pub base_headers: HeaderMap,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// An instance as its agent reports it: enough for a new resource-manager leader to adopt it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct InstanceReport {
+    pub info: InstanceInfo,
+    pub function_name: String,
+    pub revision: i64,
+    pub memory_mb: u32,
+    pub cpu: f64,
+    pub concurrency: u32,
 }
 
 /// A started instance, as the resource manager addresses it.
@@ -106,6 +125,10 @@ pub enum AgentError {
     NotDelivered(String),
     #[error("agent error: {0}")]
     Internal(String),
+    /// A control call from a resource manager whose leadership has ended (its fencing epoch
+    /// is older than one the agent has seen).
+    #[error("refused: fencing epoch {presented} is older than {current}: the caller is no longer the leader")]
+    Fenced { presented: i64, current: i64 },
 }
 
 fn code(c: Option<i64>) -> String {

@@ -5,6 +5,8 @@
 //! [`AgentError::Unavailable`]: a platform error, so sync callers get a retriable 503 and async
 //! events are delivered again without using up the function's retries.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use axum::http::HeaderValue;
@@ -12,7 +14,7 @@ use base64::Engine;
 use bytes::Bytes;
 
 use super::wire::{self, ERROR_HEADER, PREFIX};
-use super::{AgentError, InstanceInfo, InstanceSpec, InvokeRequest, InvokeResponse, Node};
+use super::{AgentError, InstanceInfo, InstanceReport, InstanceSpec, InvokeRequest, InvokeResponse, Node};
 
 /// Extra time over the function's own deadline before an agent is given up on: the agent
 /// enforces the deadline itself and answers Timeout; this only catches a silent agent.
@@ -26,11 +28,13 @@ pub struct RemoteNode {
     base: String,
     auth: HeaderValue,
     http: reqwest::Client,
+    /// The caller's fencing epoch (its leader key's revision), sent on every control call.
+    epoch: Arc<AtomicI64>,
 }
 
 impl RemoteNode {
     /// `address`: the agent's internal URL, e.g. `http://10.0.0.7:9100`.
-    pub fn new(node_id: &str, address: &str, secret: &str) -> Self {
+    pub fn new(node_id: &str, address: &str, secret: &str, epoch: Arc<AtomicI64>) -> Self {
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(2))
             .tcp_nodelay(true)
@@ -41,7 +45,15 @@ impl RemoteNode {
             .expect("static client config");
         let mut auth = wire::bearer(secret);
         auth.set_sensitive(true);
-        Self { node_id: node_id.to_string(), base: format!("{}{PREFIX}", address.trim_end_matches('/')), auth, http }
+        Self { node_id: node_id.to_string(), base: format!("{}{PREFIX}", address.trim_end_matches('/')), auth, http, epoch }
+    }
+
+    /// A control call: authenticated and fenced.
+    fn control(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .request(method, format!("{}{path}", self.base))
+            .header("authorization", self.auth.clone())
+            .header(wire::EPOCH, self.epoch.load(Ordering::SeqCst))
     }
 
     fn unreachable(&self, e: reqwest::Error) -> AgentError {
@@ -63,12 +75,11 @@ impl RemoteNode {
         AgentError::Internal(format!("node agent {} answered {status}: {}", self.node_id, String::from_utf8_lossy(&body)))
     }
 
-    /// Instances the agent runs (for reconciliation and the admin API).
-    pub async fn list(&self) -> Result<Vec<InstanceInfo>, AgentError> {
+    /// Instances the agent runs, for a new leader to adopt. Carries the epoch, so from then on
+    /// the agent refuses the previous leader.
+    pub async fn list(&self) -> Result<Vec<InstanceReport>, AgentError> {
         let resp = self
-            .http
-            .get(format!("{}/instances", self.base))
-            .header("authorization", self.auth.clone())
+            .control(reqwest::Method::GET, "/instances")
             .timeout(CONTROL_DEADLINE)
             .send()
             .await
@@ -88,9 +99,7 @@ impl Node for RemoteNode {
 
     async fn start_instance(&self, spec: InstanceSpec) -> Result<InstanceInfo, AgentError> {
         let resp = self
-            .http
-            .post(format!("{}/instances", self.base))
-            .header("authorization", self.auth.clone())
+            .control(reqwest::Method::POST, "/instances")
             .json(&spec)
             .timeout(START_DEADLINE)
             .send()
@@ -135,16 +144,15 @@ impl Node for RemoteNode {
     }
 
     async fn stop_instance(&self, instance_id: &str) {
-        let r = self
-            .http
-            .delete(format!("{}/instances/{instance_id}", self.base))
-            .header("authorization", self.auth.clone())
-            .timeout(CONTROL_DEADLINE)
-            .send()
-            .await;
-        if let Err(e) = r {
+        let r = self.control(reqwest::Method::DELETE, &format!("/instances/{instance_id}")).timeout(CONTROL_DEADLINE).send().await;
+        match r {
             // The agent is gone or unreachable; its instances go with its lease.
-            tracing::warn!(node = %self.node_id, instance = %instance_id, "stop not delivered: {e}");
+            Err(e) => tracing::warn!(node = %self.node_id, instance = %instance_id, "stop not delivered: {e}"),
+            Ok(resp) if !resp.status().is_success() => {
+                let e = self.error_of(resp).await;
+                tracing::warn!(node = %self.node_id, instance = %instance_id, "stop refused: {e}");
+            }
+            Ok(_) => {}
         }
     }
 
@@ -152,9 +160,7 @@ impl Node for RemoteNode {
     /// clean slate (instances placed by an earlier controller are unknown here).
     async fn remove_orphans(&self) -> Result<usize, AgentError> {
         let resp = self
-            .http
-            .post(format!("{}/reset", self.base))
-            .header("authorization", self.auth.clone())
+            .control(reqwest::Method::POST, "/reset")
             .timeout(START_DEADLINE)
             .send()
             .await

@@ -2,6 +2,7 @@
 //! serves a local [`Node`] (the Docker node) to the cluster's resource manager.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -17,20 +18,23 @@ use base64::Engine;
 use tracing::Instrument;
 
 use super::wire::{self, ERROR_HEADER};
-use super::{AgentError, InstanceInfo, InstanceSpec, InvokeRequest, Node};
+use super::{AgentError, InstanceReport, InstanceSpec, InvokeRequest, Node};
 
 #[derive(Clone)]
 pub struct AgentService {
     node: Arc<dyn Node>,
     secret: Arc<str>,
-    /// What this agent runs, by instance id (the node needs the full InstanceInfo to invoke).
-    instances: Arc<Mutex<HashMap<String, InstanceInfo>>>,
+    /// What this agent runs, by instance id (the node needs the full InstanceInfo to invoke;
+    /// the rest lets a new leader adopt the instance).
+    instances: Arc<Mutex<HashMap<String, InstanceReport>>>,
     max_body: usize,
+    /// The newest fencing epoch a control call carried.
+    epoch: Arc<AtomicI64>,
 }
 
 impl AgentService {
     pub fn new(node: Arc<dyn Node>, secret: &str, max_body: usize) -> Self {
-        Self { node, secret: secret.into(), instances: Arc::default(), max_body }
+        Self { node, secret: secret.into(), instances: Arc::default(), max_body, epoch: Arc::default() }
     }
 
     pub fn router(&self) -> Router {
@@ -40,7 +44,8 @@ impl AgentService {
             .route("/internal/v1/instances/{id}/invoke", post(invoke))
             .route("/internal/v1/reset", post(reset))
             .layer(DefaultBodyLimit::max(self.max_body))
-            .layer(from_fn_with_state(self.clone(), authenticate))
+            .layer(from_fn_with_state(self.clone(), fence))
+            .layer(from_fn_with_state(self.secret.clone(), wire::require_secret))
             .route("/internal/v1/health", get(|| async { "ok" }))
             .with_state(self.clone())
     }
@@ -54,12 +59,17 @@ impl AgentService {
     }
 }
 
-async fn authenticate(State(s): State<AgentService>, req: Request, next: Next) -> Response {
-    let presented = req.headers().get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
-    match presented {
-        Some(t) if wire::token_matches(&s.secret, t) => next.run(req).await,
-        _ => error(StatusCode::UNAUTHORIZED, AgentError::Internal("missing or wrong cluster secret".into())),
+/// Refuse control calls from a deposed leader: an epoch older than the newest seen. Invoke
+/// calls carry no epoch and are never refused here (an invocation places nothing).
+async fn fence(State(s): State<AgentService>, req: Request, next: Next) -> Response {
+    if let Some(presented) = req.headers().get(wire::EPOCH).and_then(|v| v.to_str().ok()?.parse::<i64>().ok()) {
+        let current = s.epoch.fetch_max(presented, Ordering::SeqCst);
+        if presented < current {
+            tracing::warn!(presented, current, "refused a control call from a deposed leader");
+            return error(StatusCode::CONFLICT, AgentError::Fenced { presented, current });
+        }
     }
+    next.run(req).await
 }
 
 fn error(status: StatusCode, e: AgentError) -> Response {
@@ -78,16 +88,19 @@ fn agent_error(e: AgentError) -> Response {
 
 async fn start(State(s): State<AgentService>, Json(spec): Json<InstanceSpec>) -> Response {
     let span = tracing::info_span!("start", instance = %spec.instance_id, function = %spec.function_name);
+    let (function_name, revision, memory_mb, cpu, concurrency) =
+        (spec.function_name.clone(), spec.revision, spec.memory_mb, spec.cpu, spec.concurrency);
     match s.node.start_instance(spec).instrument(span).await {
         Ok(info) => {
-            s.instances.lock().expect("instances lock").insert(info.instance_id.clone(), info.clone());
+            let report = InstanceReport { info: info.clone(), function_name, revision, memory_mb, cpu, concurrency };
+            s.instances.lock().expect("instances lock").insert(info.instance_id.clone(), report);
             Json(info).into_response()
         }
         Err(e) => agent_error(e),
     }
 }
 
-async fn list(State(s): State<AgentService>) -> Json<Vec<InstanceInfo>> {
+async fn list(State(s): State<AgentService>) -> Json<Vec<InstanceReport>> {
     Json(s.instances.lock().expect("instances lock").values().cloned().collect())
 }
 
@@ -110,7 +123,7 @@ fn header<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
 }
 
 async fn invoke(State(s): State<AgentService>, Path(id): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
-    let Some(info) = s.instances.lock().expect("instances lock").get(&id).cloned() else {
+    let Some(info) = s.instances.lock().expect("instances lock").get(&id).map(|r| r.info.clone()) else {
         return error(StatusCode::NOT_FOUND, AgentError::Internal(format!("instance {id} is not running on this node")));
     };
     let (Some(request_id), Some(timeout_ms)) = (header(&headers, wire::REQUEST_ID), header(&headers, wire::TIMEOUT_MS)) else {

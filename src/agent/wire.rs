@@ -7,7 +7,7 @@
 //! | `POST /internal/v1/instances` | [`InstanceSpec`](super::InstanceSpec) JSON | [`InstanceInfo`](super::InstanceInfo) JSON |
 //! | `POST /internal/v1/instances/{id}/invoke` | the event, raw; control headers below | the function's status, headers and body |
 //! | `DELETE /internal/v1/instances/{id}` | | 204 |
-//! | `GET /internal/v1/instances` | | `[InstanceInfo]` |
+//! | `GET /internal/v1/instances` | | `[InstanceReport]` |
 //! | `POST /internal/v1/reset` | | `{"stopped": n}`: every instance stopped |
 //!
 //! Every call carries `Authorization: Bearer <cluster.secret>`. A failure of the agent or the
@@ -22,6 +22,9 @@ pub const PREFIX: &str = "/internal/v1";
 pub const REQUEST_ID: &str = "x-nubis-request-id";
 pub const TIMEOUT_MS: &str = "x-nubis-timeout-ms";
 pub const WANT_LOGS: &str = "x-nubis-want-logs";
+/// On control calls (start, stop, list, reset): the caller's fencing epoch, the revision of its
+/// leader key in etcd. Agents refuse epochs older than the newest they have seen.
+pub const EPOCH: &str = "x-nubis-epoch";
 /// On an invoke answer: the function reported an error; its log tail (base64).
 pub const FUNCTION_ERROR: &str = "x-nubis-function-error";
 pub const LOGS: &str = "x-nubis-logs";
@@ -52,6 +55,26 @@ pub fn token_matches(secret: &str, presented: &str) -> bool {
     };
     let expected = tag(secret).finalize().into_bytes();
     !secret.is_empty() && tag(presented).verify_slice(&expected).is_ok()
+}
+
+/// Middleware of the internal listeners (agents, controllers): the cluster secret as a bearer
+/// token, or 401.
+pub async fn require_secret(
+    axum::extract::State(secret): axum::extract::State<std::sync::Arc<str>>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let presented = req.headers().get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
+    match presented {
+        Some(t) if token_matches(&secret, t) => next.run(req).await,
+        _ => {
+            let e = super::AgentError::Internal("missing or wrong cluster secret".into());
+            let mut resp = (axum::http::StatusCode::UNAUTHORIZED, axum::Json(e)).into_response();
+            resp.headers_mut().insert(ERROR_HEADER, HeaderValue::from_static("1"));
+            resp
+        }
+    }
 }
 
 /// `Authorization` value for the secret.

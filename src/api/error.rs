@@ -148,6 +148,8 @@ impl From<AcquireError> for ApiError {
             }
             AcquireError::ShuttingDown => Self::new(StatusCode::SERVICE_UNAVAILABLE, "ServiceUnavailable", "server is shutting down"),
             AcquireError::NodeLost(_) => Self::unavailable("the node chosen for the instance", e),
+            AcquireError::NoLeader(_) => Self::unavailable("the cluster's scheduler", e),
+            AcquireError::NoSuchFunction(name) => Self::function_not_found(&name),
             AcquireError::NoImage(e) => Self::internal(e),
             AcquireError::Start(a) => match a {
                 A::Exited { .. } => Self::new(StatusCode::PRECONDITION_FAILED, "CAExited", a.to_string()),

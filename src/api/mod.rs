@@ -114,6 +114,7 @@ fn fc_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(async_invoke::stop_async_task))
         .routes(routes!(logs::get_function_logs))
         .routes(routes!(nodes::list_nodes))
+        .routes(routes!(nodes::get_cluster))
         .routes(routes!(nodes::cordon_node))
         .routes(routes!(nodes::uncordon_node))
         .routes(routes!(nodes::drain_node))

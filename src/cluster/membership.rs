@@ -1,11 +1,12 @@
-//! The controller's side of membership: mirror the live nodes and cordons of etcd into the
-//! resource manager.
+//! The leader's side of membership: mirror the live nodes and cordons of etcd into the
+//! resource manager. Runs only while this controller leads (see [`super::election`]).
 //!
-//! A node that appears (or comes back with a new incarnation or address) is reset first (every
-//! instance on it stopped: this controller does not know them) and then added; a node whose
-//! key disappears (lease expired or revoked) is removed with its instances. A full list is
-//! taken at start, after any watch error, and every [`RESYNC`] as a safety net (a reset that
-//! failed is retried then).
+//! A node that appears (or comes back with a new incarnation or address) is asked for its
+//! instances, which the resource manager adopts (this call carries the leader's fencing epoch,
+//! so from then on the agent refuses the previous leader), and then added; a node whose key
+//! disappears (lease expired or revoked) is removed with its instances. A full list is taken
+//! at start, after any watch error, and every [`RESYNC`] as a safety net: a node whose listing
+//! failed is tried again then, and instances the table lost track of are adopted again.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -16,12 +17,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::{ClusterError, Keys, NodeRecord, backoff};
-use crate::agent::Node;
 use crate::agent::remote::RemoteNode;
 use crate::scheduler::ResourceManager;
 
 const RESYNC: Duration = Duration::from_secs(30);
-const RESET_DEADLINE: Duration = Duration::from_secs(15);
+const LIST_DEADLINE: Duration = Duration::from_secs(15);
 
 struct Mirror {
     keys: Keys,
@@ -68,7 +68,7 @@ impl Mirror {
             self.leave(&gone);
         }
         for record in live.into_values() {
-            self.join(record).await;
+            self.join(record, true).await;
         }
         for id in self.joined.keys() {
             self.rm.set_cordoned(id, self.cordoned.contains(id));
@@ -98,7 +98,7 @@ impl Mirror {
                 match (ev.event_type(), is_node, is_cordon) {
                     (EventType::Put, true, _) => {
                         if let Some(r) = parse(kv.value()) {
-                            self.join(r).await;
+                            self.join(r, false).await;
                         }
                     }
                     (EventType::Delete, true, _) => self.leave(&id),
@@ -113,19 +113,26 @@ impl Mirror {
         }
     }
 
-    async fn join(&mut self, record: NodeRecord) {
+    /// Add (or, with `resync`, re-check) a node: adopt what its agent runs.
+    async fn join(&mut self, record: NodeRecord, resync: bool) {
         let same = self.joined.get(&record.node_id).is_some_and(|r| r.incarnation == record.incarnation && r.address == record.address);
-        if same {
+        if same && !resync {
             return;
         }
-        let node = RemoteNode::new(&record.node_id, &record.address, &self.secret);
-        match tokio::time::timeout(RESET_DEADLINE, node.remove_orphans()).await {
-            Ok(Ok(n)) => tracing::info!(node = %record.node_id, stopped = n, "node reset before joining"),
-            Ok(Err(e)) => return tracing::warn!(node = %record.node_id, "node not added, reset failed: {e}"),
-            Err(_) => return tracing::warn!(node = %record.node_id, "node not added, reset timed out"),
+        let node = RemoteNode::new(&record.node_id, &record.address, &self.secret, self.rm.epoch());
+        let reports = match tokio::time::timeout(LIST_DEADLINE, node.list()).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => return tracing::warn!(node = %record.node_id, "node not added, listing its instances failed: {e}"),
+            Err(_) => return tracing::warn!(node = %record.node_id, "node not added, listing its instances timed out"),
+        };
+        if !same {
+            self.rm.add_node(Arc::new(node), record.capacity, record.address.clone());
+            self.rm.set_cordoned(&record.node_id, self.cordoned.contains(&record.node_id));
         }
-        self.rm.add_node(Arc::new(node), record.capacity, record.address.clone());
-        self.rm.set_cordoned(&record.node_id, self.cordoned.contains(&record.node_id));
+        let adopted = self.rm.adopt(reports);
+        if !same || adopted > 0 {
+            tracing::info!(node = %record.node_id, adopted, "node joined; its instances adopted");
+        }
         self.joined.insert(record.node_id.clone(), record);
     }
 

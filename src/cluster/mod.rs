@@ -11,6 +11,8 @@
 //! Controllers list both prefixes, then watch them from the next revision, so no change between
 //! the list and the watch is missed; when the watch breaks they list again.
 
+pub mod controller;
+pub mod election;
 pub mod membership;
 pub mod register;
 
@@ -68,6 +70,10 @@ impl Keys {
     }
     pub fn cordon(&self, id: &str) -> String {
         format!("{}/cordon/{id}", self.prefix)
+    }
+    /// The resource manager's election (etcd's election API keys live under it).
+    pub fn election(&self) -> String {
+        format!("{}/election/scheduler", self.prefix)
     }
 }
 

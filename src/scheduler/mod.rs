@@ -8,27 +8,35 @@
 //! once. The reaper stops instances idle longer than the keep-alive, and retired ones (their
 //! function was updated or deleted) once they finish what they are serving.
 
+pub mod leader;
 pub mod nodes;
 pub mod placement;
+mod reaper;
+mod slot;
 pub mod spec;
+
+pub use nodes::host_capacity;
+pub use slot::Slot;
+use slot::Waiting;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
-use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::agent::{AgentError, InstanceInfo, Node};
 use crate::config::SchedulerConfig;
 use crate::metrics::Metrics;
 use crate::model::FunctionRecord;
-use nodes::{Capacity, NodeEntry, NodeView};
+use nodes::NodeEntry;
 use placement::{Demand, ScheduleError};
 use spec::Platform;
 
-#[derive(Debug, thiserror::Error)]
+/// Serializable: a follower controller receives the leader's error as it was.
+#[derive(Debug, thiserror::Error, serde::Serialize, serde::Deserialize)]
+#[serde(tag = "kind", content = "detail", rename_all = "camelCase")]
 pub enum AcquireError {
     #[error("function '{function}' has reached its limit of {limit} instances and no slot freed within {waited:?}")]
     Throttled { function: String, limit: usize, waited: Duration },
@@ -43,9 +51,15 @@ pub enum AcquireError {
     /// The node chosen for a new instance left the cluster before the start began.
     #[error("node '{0}' left the cluster")]
     NodeLost(String),
+    /// Cluster: no resource-manager leader is known or reachable (an election is under way).
+    #[error("no scheduler leader available: {0}")]
+    NoLeader(String),
+    /// Cluster: the leader found no such function (deleted meanwhile).
+    #[error("function '{0}' does not exist")]
+    NoSuchFunction(String),
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub enum InstanceState {
     /// Serving; takes new requests while it has free slots.
@@ -76,7 +90,7 @@ struct Pool {
 }
 
 /// A read-only view of one instance, for tests, the admin API and metrics.
-#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct InstanceView {
     pub instance_id: String,
@@ -98,6 +112,11 @@ struct Inner {
     /// Set by `stop_all`: no new instances; one that finishes starting is stopped at once.
     stopping: std::sync::atomic::AtomicBool,
     metrics: Arc<Metrics>,
+    /// Who places instances: this process, or a leader elsewhere ([`leader`]).
+    role: Mutex<leader::Role>,
+    role_changed: Notify,
+    /// This process's fencing epoch while it leads (0 otherwise); sent to agents.
+    epoch: Arc<std::sync::atomic::AtomicI64>,
 }
 
 #[derive(Clone)]
@@ -105,73 +124,9 @@ pub struct ResourceManager {
     inner: Arc<Inner>,
 }
 
-/// A claimed place on an instance. Dropping it frees the place.
-pub struct Slot {
-    inner: Arc<Inner>,
-    function: String,
-    info: InstanceInfo,
-    node: Arc<dyn Node>,
-    /// This caller waited for a new instance to start.
-    pub cold_start: bool,
-}
-
-impl Slot {
-    pub fn instance(&self) -> &InstanceInfo {
-        &self.info
-    }
-
-    /// The node that hosts the instance.
-    pub fn node(&self) -> &Arc<dyn Node> {
-        &self.node
-    }
-
-    /// The instance is broken (timed out, crashed): take it out of service and stop it.
-    pub fn discard(self) {
-        let removed = {
-            let mut pools = self.inner.pools.lock().expect("pools lock");
-            pools.get_mut(&self.function).and_then(|p| {
-                let i = p.instances.iter().position(|i| i.info.instance_id == self.info.instance_id)?;
-                p.notify.notify_waiters();
-                Some(p.instances.swap_remove(i))
-            })
-        };
-        if let Some(inst) = removed {
-            self.inner.stop_later(&inst.info);
-        }
-        // Drop runs next and finds the instance gone: nothing more to free.
-    }
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        let mut pools = self.inner.pools.lock().expect("pools lock");
-        if let Some(pool) = pools.get_mut(&self.function)
-            && let Some(inst) = pool.instances.iter_mut().find(|i| i.info.instance_id == self.info.instance_id)
-        {
-            inst.inflight -= 1;
-            inst.last_used = Instant::now();
-            pool.notify.notify_waiters();
-        }
-    }
-}
-
-/// Counts a caller as waiting for as long as it exists, even if the caller is cancelled.
-struct Waiting<'a> {
-    inner: &'a Inner,
-    function: &'a str,
-}
-
-impl Drop for Waiting<'_> {
-    fn drop(&mut self) {
-        if let Some(p) = self.inner.pools.lock().expect("pools lock").get_mut(self.function) {
-            p.waiting -= 1;
-        }
-    }
-}
-
 /// How long a node whose agent refused a connection takes no new instances: about the default
 /// membership lease TTL, by which time a dead node is gone from the table anyway.
-const SUSPECT_FOR: Duration = Duration::from_secs(10);
+pub(crate) const SUSPECT_FOR: Duration = Duration::from_secs(10);
 
 /// Why a started instance did not join the table.
 #[derive(Debug)]
@@ -232,120 +187,10 @@ impl ResourceManager {
                 tracker,
                 stopping: std::sync::atomic::AtomicBool::new(false),
                 metrics,
+                role: Mutex::new(leader::Role::Local),
+                role_changed: Notify::new(),
+                epoch: Arc::default(),
             }),
-        }
-    }
-
-    /// A node joins (the local node at start; an agent whose membership appeared). Replaces
-    /// an entry of the same id: its instances are forgotten (see [`Self::remove_node`]).
-    pub fn add_node(&self, node: Arc<dyn Node>, capacity: Capacity, address: String) {
-        let id = node.node_id().to_string();
-        self.remove_node(&id);
-        tracing::info!(node = %id, memory_mb = capacity.memory_mb, cpu = capacity.cpu, "node joined");
-        let entry = NodeEntry { node, capacity, cordoned: false, address, starting_memory_mb: 0, starting_cpu: 0.0, starting_functions: Default::default(), suspect_until: None };
-        self.inner.nodes.lock().expect("nodes lock").insert(id, entry);
-        self.notify_all();
-    }
-
-    /// A node left (its membership lease expired, or it re-joined afresh): its instances are
-    /// lost. They leave the table at once, so new calls start replacements on live nodes;
-    /// calls in flight there fail on their own (their connection to the agent breaks or times
-    /// out) with a retriable platform error. Returns how many instances were lost.
-    pub fn remove_node(&self, node_id: &str) -> usize {
-        let mut lost = 0;
-        {
-            let mut pools = self.inner.pools.lock().expect("pools lock");
-            for p in pools.values_mut() {
-                let before = p.instances.len();
-                p.instances.retain(|i| i.info.node_id != node_id);
-                lost += before - p.instances.len();
-            }
-            if self.inner.nodes.lock().expect("nodes lock").remove(node_id).is_none() {
-                return 0;
-            }
-        }
-        tracing::warn!(node = %node_id, lost, "node left; its instances are lost");
-        self.inner.metrics.instances_lost.inc_by(lost as u64);
-        self.notify_all();
-        lost
-    }
-
-    /// Cordon (no new instances) or uncordon a node. False if there is no such node.
-    pub fn set_cordoned(&self, node_id: &str, cordoned: bool) -> bool {
-        let found = self.inner.nodes.lock().expect("nodes lock").get_mut(node_id).map(|e| e.cordoned = cordoned).is_some();
-        if found {
-            tracing::info!(node = %node_id, cordoned, "node cordon changed");
-            self.notify_all();
-        }
-        found
-    }
-
-    /// A call could not connect to this node's agent: place nothing there for a lease TTL
-    /// (membership decides whether it is gone) and retire its instances, so the next calls go
-    /// to other nodes. The reaper stops the retired instances if the agent answers again.
-    pub fn suspect(&self, node_id: &str) {
-        let mut pools = self.inner.pools.lock().expect("pools lock");
-        let found = {
-            let mut nodes = self.inner.nodes.lock().expect("nodes lock");
-            nodes.get_mut(node_id).map(|e| e.suspect_until = Some(Instant::now() + SUSPECT_FOR)).is_some()
-        };
-        if !found {
-            return;
-        }
-        tracing::warn!(node = %node_id, "node agent unreachable: avoiding the node");
-        for p in pools.values_mut() {
-            for i in p.instances.iter_mut().filter(|i| i.info.node_id == node_id) {
-                i.state = InstanceState::Draining;
-            }
-            p.notify.notify_waiters();
-        }
-    }
-
-    /// Cordon a node and retire its instances: they finish what they serve and are stopped;
-    /// new calls start instances elsewhere. Returns how many were retired, or None if there is
-    /// no such node.
-    pub fn drain(&self, node_id: &str) -> Option<usize> {
-        if !self.set_cordoned(node_id, true) {
-            return None;
-        }
-        let mut n = 0;
-        let mut pools = self.inner.pools.lock().expect("pools lock");
-        for p in pools.values_mut() {
-            for i in p.instances.iter_mut().filter(|i| i.info.node_id == node_id && i.state == InstanceState::Ready) {
-                i.state = InstanceState::Draining;
-                n += 1;
-            }
-            p.notify.notify_waiters();
-        }
-        Some(n)
-    }
-
-    pub fn nodes(&self) -> Vec<NodeView> {
-        let instances = self.instances();
-        let pools = self.inner.pools.lock().expect("pools lock");
-        let nodes = self.inner.nodes.lock().expect("nodes lock");
-        let snaps = self.inner.snapshots(&pools, &nodes, "");
-        snaps
-            .into_iter()
-            .map(|s| {
-                let e = &nodes[&s.node_id];
-                NodeView {
-                    address: e.address.clone(),
-                    cordoned: e.cordoned,
-                    memory_total_mb: s.memory_total_mb,
-                    memory_used_mb: s.memory_used_mb,
-                    cpu_total: s.cpu_total,
-                    cpu_used: s.cpu_used,
-                    instances: instances.iter().filter(|i| i.node_id == s.node_id).cloned().collect(),
-                    node_id: s.node_id,
-                }
-            })
-            .collect()
-    }
-
-    fn notify_all(&self) {
-        for p in self.inner.pools.lock().expect("pools lock").values() {
-            p.notify.notify_waiters();
         }
     }
 
@@ -381,8 +226,30 @@ impl ResourceManager {
         m.node_memory_bytes.with_label_values(&["placed"]).set((used << 20) as i64);
     }
 
-    /// Claim a slot for one invocation of `f` (its current revision).
+    /// Claim a slot for one invocation of `f` (its current revision): from this process's
+    /// table, or from the cluster's leader when another controller leads.
     pub async fn acquire(&self, f: &FunctionRecord) -> Result<Slot, AcquireError> {
+        let deadline = Instant::now() + self.inner.cfg.acquire_timeout();
+        loop {
+            // Registered before the role is read, so a change right after cannot be missed.
+            let changed = self.inner.role_changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            let role = self.inner.role.lock().expect("role lock").clone();
+            match role {
+                leader::Role::Local | leader::Role::Leading => return self.acquire_local(f).await,
+                leader::Role::Following(Some(client)) => return client.acquire(f).await,
+                leader::Role::Following(None) => {
+                    if tokio::time::timeout_at(deadline.into(), changed).await.is_err() {
+                        return Err(AcquireError::NoLeader("no leader elected yet".into()));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Claim a slot from this process's own table (the all-in-one server, or the leader).
+    pub async fn acquire_local(&self, f: &FunctionRecord) -> Result<Slot, AcquireError> {
         let inner = &self.inner;
         let name = f.name.as_str();
         let deadline = Instant::now() + inner.cfg.acquire_timeout();
@@ -390,6 +257,9 @@ impl ResourceManager {
         loop {
             if inner.stopping.load(std::sync::atomic::Ordering::SeqCst) {
                 return Err(AcquireError::ShuttingDown);
+            }
+            if !self.is_leading() {
+                return Err(AcquireError::NoLeader("this controller stopped leading".into()));
             }
             let start = {
                 let mut pools = inner.pools.lock().expect("pools lock");
@@ -410,7 +280,7 @@ impl ResourceManager {
                     if let Some(node) = node {
                         inst.inflight += 1;
                         inst.last_used = Instant::now();
-                        return Ok(Slot { inner: inner.clone(), function: name.to_string(), info: inst.info.clone(), node, cold_start });
+                        return Ok(Slot { owner: slot::Owner::Local { inner: inner.clone(), function: name.to_string() }, info: inst.info.clone(), node, cold_start });
                     }
                 }
                 let current = pool.instances.iter().filter(|i| i.state == InstanceState::Ready).count() + pool.starting;
@@ -542,7 +412,8 @@ impl ResourceManager {
             return Err(Unplaced::ShuttingDown);
         }
         let pool = pools.entry(s.name).or_default();
-        pool.starting -= 1;
+        // Saturating: a step-down may have emptied the table while this one started.
+        pool.starting = pool.starting.saturating_sub(1);
         pool.notify.notify_waiters();
         match inst {
             Some(_) if !node_present => Err(Unplaced::NodeLost(s.node_id)),
@@ -558,96 +429,4 @@ impl ResourceManager {
         }
     }
 
-    /// Take every instance of a function out of service (update or delete); the reaper stops
-    /// them once idle.
-    pub fn retire(&self, function: &str) {
-        let mut pools = self.inner.pools.lock().expect("pools lock");
-        if let Some(p) = pools.get_mut(function) {
-            for i in &mut p.instances {
-                i.state = InstanceState::Draining;
-            }
-        }
-    }
-
-    /// One pass of the reaper; returns how many instances it stopped. Public so tests can
-    /// drive it.
-    pub fn reap_once(&self) -> usize {
-        let keep_alive = self.inner.cfg.idle_keep_alive();
-        let mut victims = Vec::new();
-        {
-            let mut pools = self.inner.pools.lock().expect("pools lock");
-            for pool in pools.values_mut() {
-                pool.instances.retain(|i| {
-                    let idle = i.inflight == 0;
-                    let stop = idle && (i.state == InstanceState::Draining || i.last_used.elapsed() >= keep_alive);
-                    if stop {
-                        victims.push(i.info.clone());
-                    }
-                    !stop
-                });
-            }
-            pools.retain(|_, p| !p.instances.is_empty() || p.starting > 0 || p.waiting > 0);
-        }
-        let n = victims.len();
-        for info in victims {
-            tracing::info!(instance = %info.instance_id, node = %info.node_id, "stopping idle instance");
-            self.inner.stop_later(&info);
-        }
-        n
-    }
-
-    /// Run the reaper until cancelled.
-    pub fn spawn_reaper(&self, cancel: CancellationToken) {
-        let rm = self.clone();
-        self.inner.tracker.spawn(async move {
-            let mut tick = tokio::time::interval(rm.inner.cfg.reap_interval());
-            loop {
-                tokio::select! {
-                    _ = tick.tick() => { rm.reap_once(); }
-                    _ = cancel.cancelled() => break,
-                }
-            }
-        });
-    }
-
-    pub fn instances(&self) -> Vec<InstanceView> {
-        let pools = self.inner.pools.lock().expect("pools lock");
-        pools
-            .iter()
-            .flat_map(|(name, p)| p.instances.iter().map(move |i| (name, i)))
-            .map(|(name, i)| InstanceView {
-                instance_id: i.info.instance_id.clone(),
-                function_name: name.clone(),
-                node_id: i.info.node_id.clone(),
-                revision: i.revision,
-                inflight: i.inflight,
-                state: i.state,
-            })
-            .collect()
-    }
-
-    /// Stop every instance (shutdown). Waits for the stops.
-    pub async fn stop_all(&self) {
-        let all: Vec<InstanceInfo> = {
-            let mut pools = self.inner.pools.lock().expect("pools lock");
-            self.inner.stopping.store(true, std::sync::atomic::Ordering::SeqCst);
-            pools.drain().flat_map(|(_, p)| p.instances.into_iter().map(|i| i.info)).collect()
-        };
-        let nodes: BTreeMap<String, Arc<dyn Node>> =
-            self.inner.nodes.lock().expect("nodes lock").iter().map(|(id, e)| (id.clone(), e.node.clone())).collect();
-        let stops = all.iter().filter_map(|i| Some(nodes.get(&i.node_id)?.stop_instance(&i.instance_id)));
-        futures_util::future::join_all(stops).await;
-    }
-}
-
-/// Memory and CPUs this node offers to instances: 90 % of RAM (the rest for the OS and
-/// Nubis), and 4 vCPU per core: CPU is a quota that idle instances do not use, so it is
-/// overcommitted, while memory is a hard limit and is not.
-pub fn host_capacity() -> Capacity {
-    let mem_kb = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("MemTotal:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok()))
-        .unwrap_or(4 << 20);
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
-    Capacity { memory_mb: mem_kb / 1024 * 9 / 10, cpu: cpus * 4.0 }
 }

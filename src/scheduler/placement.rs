@@ -20,7 +20,7 @@ pub struct Demand {
     pub cpu: f64,
 }
 
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum ScheduleError {
     #[error("no schedulable node")]
     NoNodes,

@@ -17,7 +17,7 @@ pub struct Platform {
     pub images: BTreeMap<String, String>,
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, thiserror::Error, serde::Serialize, serde::Deserialize)]
 #[error("no image configured for runtime family '{0}' (agent.images)")]
 pub struct NoImage(pub String);
 
@@ -104,6 +104,7 @@ pub fn instance_spec(f: &FunctionRecord, instance_id: &str, p: &Platform) -> Res
         cpu: c.cpu,
         port: c.port(),
         health_path: c.health_check().and_then(|h| h.http_get_url.clone()),
+        concurrency: c.instance_concurrency,
         prints_log_markers: c.runtime.prints_log_markers(),
         initializer_timeout: init_timeout.map(|t| Duration::from_secs(t.into())),
         base_headers: headers,

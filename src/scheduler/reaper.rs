@@ -1,0 +1,93 @@
+//! Taking instances out of service: retiring a function's instances, the idle reaper, and
+//! stopping everything at shutdown; plus the read-only instance list.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
+use super::{InstanceState, InstanceView, ResourceManager};
+use crate::agent::{InstanceInfo, Node};
+
+impl ResourceManager {
+    /// Take every instance of a function out of service (update or delete); the reaper stops
+    /// them once idle.
+    pub fn retire(&self, function: &str) {
+        let mut pools = self.inner.pools.lock().expect("pools lock");
+        if let Some(p) = pools.get_mut(function) {
+            for i in &mut p.instances {
+                i.state = InstanceState::Draining;
+            }
+        }
+    }
+
+    /// One pass of the reaper; returns how many instances it stopped. Public so tests can
+    /// drive it.
+    pub fn reap_once(&self) -> usize {
+        let keep_alive = self.inner.cfg.idle_keep_alive();
+        let mut victims = Vec::new();
+        {
+            let mut pools = self.inner.pools.lock().expect("pools lock");
+            for pool in pools.values_mut() {
+                pool.instances.retain(|i| {
+                    let idle = i.inflight == 0;
+                    let stop = idle && (i.state == InstanceState::Draining || i.last_used.elapsed() >= keep_alive);
+                    if stop {
+                        victims.push(i.info.clone());
+                    }
+                    !stop
+                });
+            }
+            pools.retain(|_, p| !p.instances.is_empty() || p.starting > 0 || p.waiting > 0);
+        }
+        let n = victims.len();
+        for info in victims {
+            tracing::info!(instance = %info.instance_id, node = %info.node_id, "stopping idle instance");
+            self.inner.stop_later(&info);
+        }
+        n
+    }
+
+    /// Run the reaper until cancelled.
+    pub fn spawn_reaper(&self, cancel: CancellationToken) {
+        let rm = self.clone();
+        self.inner.tracker.spawn(async move {
+            let mut tick = tokio::time::interval(rm.inner.cfg.reap_interval());
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => { rm.reap_once(); }
+                    _ = cancel.cancelled() => break,
+                }
+            }
+        });
+    }
+
+    pub fn instances(&self) -> Vec<InstanceView> {
+        let pools = self.inner.pools.lock().expect("pools lock");
+        pools
+            .iter()
+            .flat_map(|(name, p)| p.instances.iter().map(move |i| (name, i)))
+            .map(|(name, i)| InstanceView {
+                instance_id: i.info.instance_id.clone(),
+                function_name: name.clone(),
+                node_id: i.info.node_id.clone(),
+                revision: i.revision,
+                inflight: i.inflight,
+                state: i.state,
+            })
+            .collect()
+    }
+
+    /// Stop every instance (shutdown). Waits for the stops.
+    pub async fn stop_all(&self) {
+        let all: Vec<InstanceInfo> = {
+            let mut pools = self.inner.pools.lock().expect("pools lock");
+            self.inner.stopping.store(true, std::sync::atomic::Ordering::SeqCst);
+            pools.drain().flat_map(|(_, p)| p.instances.into_iter().map(|i| i.info)).collect()
+        };
+        let nodes: BTreeMap<String, Arc<dyn Node>> =
+            self.inner.nodes.lock().expect("nodes lock").iter().map(|(id, e)| (id.clone(), e.node.clone())).collect();
+        let stops = all.iter().filter_map(|i| Some(nodes.get(&i.node_id)?.stop_instance(&i.instance_id)));
+        futures_util::future::join_all(stops).await;
+    }
+}
