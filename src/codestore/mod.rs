@@ -45,7 +45,7 @@ fn key(checksum: &str) -> ObjectPath {
 
 impl CodeStore {
     /// The store `cfg` names: empty url = `<data_dir>/code`; `s3://bucket[/prefix]` = S3. An S3
-    /// bucket is probed once, so a wrong bucket, endpoint or key stops the start instead of
+    /// bucket is listed once, so a wrong bucket, endpoint or key stops the start instead of
     /// failing every upload.
     pub async fn open(cfg: &CodeStoreConfig, data_dir: &Path) -> Result<Self, CodeStoreError> {
         let url = cfg.url.trim();
@@ -53,10 +53,10 @@ impl CodeStore {
             return Self::local(&data_dir.join("code"));
         }
         let s = Self::s3(cfg)?;
-        match s.store.head(&ObjectPath::from("code/.nubis-probe")).await {
-            Ok(_) | Err(object_store::Error::NotFound { .. }) => Ok(s),
-            Err(e) => Err(e.into()),
-        }
+        // A listing, not a HEAD: S3 answers a HEAD in a missing bucket with a bare 404, the same
+        // as for a missing object, so only a list tells that the bucket is not there.
+        s.store.list_with_delimiter(Some(&ObjectPath::from("code"))).await?;
+        Ok(s)
     }
 
     pub fn local(dir: &Path) -> Result<Self, CodeStoreError> {
