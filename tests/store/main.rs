@@ -15,6 +15,7 @@ mod functions;
 mod keys;
 mod migrate;
 mod outage;
+mod refusals;
 
 /// One `#[tokio::test]` per (engine, body): `<engine>::<body>`.
 macro_rules! conformance {
