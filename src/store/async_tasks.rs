@@ -1,20 +1,18 @@
-//! Async invocation state: per function+qualifier configs and task records (migration 0002).
+//! Async task records (migration 0002); the configs are in `async_configs.rs`.
 //!
 //! Tasks are the durable truth of async invocations; the queue only carries pointers to them.
 //! Status changes go through [`Store::transition_task`], a guarded compare-and-set that also
 //! appends to the task's event history in the same statement, so the dispatcher and
 //! StopAsyncTask can race without losing an event or resurrecting a stopped task.
 //!
-//! Portability: the SQL is shared by the engines except the config upsert (MySQL's
-//! `ON DUPLICATE KEY UPDATE`) and `transition_task`'s JSON append (one statement per engine,
-//! each with the same guard and bind order). Optional filters are `(? IS NULL OR col = ?)` so
-//! each query stays one `&'static str`; ranges and cursors use sentinels instead, so they
-//! remain index ranges.
+//! Portability: the SQL is shared by the engines except `transition_task`'s JSON append (one
+//! statement per engine, each with the same guard and bind order). Optional filters are
+//! `(? IS NULL OR col = ?)` so each query stays one `&'static str`; ranges and cursors use
+//! sentinels instead, so they remain index ranges.
 
 use super::sql::{Engine, sql, sql_per_engine};
 use super::{Db, Store, StoreError, on_db, to_json};
-use crate::model::async_task::{AsyncConfig, AsyncConfigRecord, AsyncTask, TaskEvent, TaskStatus};
-use crate::model::now_iso;
+use crate::model::async_task::{AsyncTask, TaskEvent, TaskStatus};
 
 /// ListAsyncTasks filters and page position.
 #[derive(Debug, Clone, Default)]
@@ -53,15 +51,6 @@ pub struct TaskChange {
 }
 
 #[derive(sqlx::FromRow)]
-struct ConfigRow {
-    function_name: String,
-    qualifier: String,
-    config: String,
-    created_time: String,
-    last_modified_time: String,
-}
-
-#[derive(sqlx::FromRow)]
 struct TaskRow {
     function_name: String,
     task_id: String,
@@ -79,12 +68,6 @@ struct TaskRow {
     events: String,
     /// NULL when the listing did not ask for payloads.
     payload: Option<Vec<u8>>,
-}
-
-macro_rules! config_columns {
-    () => {
-        "function_name, qualifier, config, created_time, last_modified_time"
-    };
 }
 
 macro_rules! task_columns {
@@ -117,12 +100,6 @@ macro_rules! list_tasks_sql {
     };
 }
 
-/// The upsert SQLite and PostgreSQL share (MySQL spells it ON DUPLICATE KEY UPDATE).
-const UPSERT_CONFIG_ON_CONFLICT: &str = "INSERT INTO async_invoke_configs \
-     (function_name, qualifier, config, created_time, last_modified_time) VALUES (?, ?, ?, ?, ?) \
-     ON CONFLICT (function_name, qualifier) \
-     DO UPDATE SET config = excluded.config, last_modified_time = excluded.last_modified_time";
-
 /// The field changes of `transition_task`, the same on every engine; `events = ...` follows.
 macro_rules! transition_set {
     () => {
@@ -139,108 +116,6 @@ macro_rules! transition_set {
 }
 
 impl Store {
-    /// Create or replace the config of `function`/`qualifier`; `createdTime` survives replacement.
-    pub async fn put_async_config(
-        &self,
-        function: &str,
-        qualifier: &str,
-        cfg: &AsyncConfig,
-    ) -> Result<AsyncConfigRecord, StoreError> {
-        let now = now_iso();
-        let config = to_json(cfg);
-        // Upsert and read back in one transaction so a concurrent delete cannot make us return
-        // a record that is not what we wrote.
-        let upsert = sql_per_engine!(
-            sqlite: UPSERT_CONFIG_ON_CONFLICT,
-            postgres: UPSERT_CONFIG_ON_CONFLICT,
-            mysql: "INSERT INTO async_invoke_configs (function_name, qualifier, config, created_time, last_modified_time) \
-                    VALUES (?, ?, ?, ?, ?) \
-                    ON DUPLICATE KEY UPDATE config = VALUES(config), last_modified_time = VALUES(last_modified_time)",
-        );
-        let row = on_db!(self, |pool, e| {
-            let mut tx = pool.begin().await?;
-            sqlx::query(upsert.of(e))
-                .bind(function)
-                .bind(qualifier)
-                .bind(&config)
-                .bind(&now)
-                .bind(&now)
-                .execute(&mut *tx)
-                .await?;
-            let row = sqlx::query_as::<_, ConfigRow>(
-                sql!("SELECT ", config_columns!(), " FROM async_invoke_configs WHERE function_name = ? AND qualifier = ?")
-                    .of(e),
-            )
-            .bind(function)
-            .bind(qualifier)
-            .fetch_one(&mut *tx)
-            .await?;
-            tx.commit().await?;
-            Ok(row)
-        })?;
-        row.into_record()
-    }
-
-    pub async fn get_async_config(&self, function: &str, qualifier: &str) -> Result<Option<AsyncConfigRecord>, StoreError> {
-        let row = on_db!(self, |pool, e| {
-            sqlx::query_as::<_, ConfigRow>(
-                sql!("SELECT ", config_columns!(), " FROM async_invoke_configs WHERE function_name = ? AND qualifier = ?")
-                    .of(e),
-            )
-            .bind(function)
-            .bind(qualifier)
-            .fetch_optional(pool)
-            .await
-        })?;
-        row.map(ConfigRow::into_record).transpose()
-    }
-
-    /// True if a config was deleted.
-    pub async fn delete_async_config(&self, function: &str, qualifier: &str) -> Result<bool, StoreError> {
-        let deleted = on_db!(self, |pool, e| {
-            sqlx::query(sql!("DELETE FROM async_invoke_configs WHERE function_name = ? AND qualifier = ?").of(e))
-                .bind(function)
-                .bind(qualifier)
-                .execute(pool)
-                .await
-                .map(|r| r.rows_affected())
-        })?;
-        Ok(deleted > 0)
-    }
-
-    /// Configs in (function, qualifier) order, after `start_after` (see
-    /// [`AsyncConfigRecord::cursor`]; `""` = from the start), optionally of one function.
-    pub async fn list_async_configs(
-        &self,
-        function: Option<&str>,
-        start_after: &str,
-        limit: u32,
-    ) -> Result<Vec<AsyncConfigRecord>, StoreError> {
-        // A cursor without NUL means "after every qualifier-less position of that function",
-        // i.e. the function's rows are all still to come.
-        let (after_fn, after_q) = start_after.split_once('\0').unwrap_or((start_after, ""));
-        let rows = on_db!(self, |pool, e| {
-            sqlx::query_as::<_, ConfigRow>(
-                sql!(
-                    "SELECT ",
-                    config_columns!(),
-                    " FROM async_invoke_configs \
-                     WHERE (? IS NULL OR function_name = ?) AND (function_name, qualifier) > (?, ?) \
-                     ORDER BY function_name, qualifier LIMIT ?"
-                )
-                .of(e),
-            )
-            .bind(function)
-            .bind(function)
-            .bind(after_fn)
-            .bind(after_q)
-            .bind(i64::from(limit))
-            .fetch_all(pool)
-            .await
-        })?;
-        rows.into_iter().map(ConfigRow::into_record).collect()
-    }
-
     /// A task already present under (function, task id) is [`StoreError::AlreadyExists`]:
     /// that is how task-mode deduplicates by task id.
     pub async fn insert_task(&self, t: &AsyncTask) -> Result<(), StoreError> {
@@ -421,21 +296,6 @@ impl Store {
                 Ok((status, n))
             })
             .collect()
-    }
-}
-
-impl ConfigRow {
-    fn into_record(self) -> Result<AsyncConfigRecord, StoreError> {
-        let config = serde_json::from_str(&self.config).map_err(|e| {
-            StoreError::Corrupt(format!("async config of '{}/{}': {e}", self.function_name, self.qualifier))
-        })?;
-        Ok(AsyncConfigRecord {
-            function_name: self.function_name,
-            qualifier: self.qualifier,
-            config,
-            created_time: self.created_time,
-            last_modified_time: self.last_modified_time,
-        })
     }
 }
 

@@ -11,9 +11,9 @@
 //! once; [`on_db!`] expands its body for each engine's pool, so every query is typed for its own
 //! driver, and the SQL comes from [`sql`] (`&'static str` per engine; identical bind order).
 //! Schemas: `migrations/{sqlite,postgres,mysql}`, equivalent but for the embedded queue's
-//! table, which only SQLite has. They are applied at open; on PostgreSQL and MySQL sqlx's
-//! migrator holds a database-wide advisory lock meanwhile, so controllers starting together
-//! apply each migration once.
+//! table, which only SQLite has. They are applied at open under a lock (PostgreSQL: sqlx's
+//! advisory lock; MySQL: ours, see [`migrate_mysql`]; SQLite: a flock), so controllers starting
+//! together apply each migration once.
 
 use std::path::Path;
 use std::str::FromStr;
@@ -28,6 +28,7 @@ use sqlx::{Connection, SqlitePool};
 use crate::config::DatabaseConfig;
 use crate::model::{FunctionConfig, FunctionName, FunctionRecord, Tag};
 
+mod async_configs;
 mod async_tasks;
 mod errors;
 pub(crate) mod sql;
