@@ -768,7 +768,7 @@ async fn store_baseline(args: &Args) -> Result<Vec<StoreRow>> {
     let c = args.concurrency.max(1);
     let dir = tempfile::Builder::new().prefix("nubis-bench-store-").tempdir()?;
     let store = Store::open_sqlite(&dir.path().join("nubis.db")).await?;
-    let queue = Arc::new(EmbeddedQueue::new(&store));
+    let queue = Arc::new(EmbeddedQueue::new(&store)?);
     let mut rows = Vec::new();
 
     /// Run `op(i)` for i in 0..n with c in flight; (ops/s, CPU µs per op of this process).

@@ -135,7 +135,7 @@ start_mariadb() {
       --bind-address=127.0.0.1 --innodb-flush-log-at-trx-commit=0 --skip-log-bin
   wait_for 30 "mariadb" mariadb-admin --no-defaults -h 127.0.0.1 -P "$MY_PORT" -uroot ping
   mariadb --no-defaults -h 127.0.0.1 -P "$MY_PORT" -uroot \
-      -e "CREATE DATABASE nubis; CREATE USER 'nubis'@'%' IDENTIFIED BY 'nubis'; GRANT ALL ON nubis.* TO 'nubis'@'%';" </dev/null
+      -e "CREATE DATABASE nubis; CREATE USER 'nubis'@'%' IDENTIFIED BY 'nubis'; GRANT ALL ON \`nubis%\`.* TO 'nubis'@'%';" </dev/null
   set_env mariadb "export NUBIS_TEST_MYSQL_URL=mysql://nubis:nubis@127.0.0.1:$MY_PORT/nubis"
 }
 

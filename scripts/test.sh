@@ -7,9 +7,12 @@
 #   bash scripts/test.sh
 #
 # Env: NUBIS_TEST_SERVICES   space-separated services for scripts/test-services.sh to start first
-#                            (default: "kafka opensearch etcd", the Kafka-protocol broker of the
-#                            queue tests, the OpenSearch-API server of the log shipping tests and
-#                            the etcd of the cluster tests)
+#                            (default: "kafka opensearch postgres mariadb s3 etcd": the
+#                            Kafka-protocol broker of the queue tests, the OpenSearch-API server
+#                            of the log shipping tests, PostgreSQL and MariaDB of the store
+#                            conformance and cluster tests, the S3 server of the code store tests,
+#                            etcd of the cluster tests; a test whose service is missing fails
+#                            rather than skips)
 #      NUBIS_TEST_HEALTH_WAIT seconds to wait for the server's /health (default 90)
 #      NUBIS_TEST_STOP_WAIT   seconds the server may take to exit after SIGTERM (default 30)
 #      CARGO_TEST_ARGS        extra arguments for `cargo test` (e.g. "-- --test-threads=1")
@@ -25,7 +28,7 @@ NUBIS=$TARGET/debug/nubis
 VENV=$TARGET/sdk-venv
 HEALTH_WAIT=${NUBIS_TEST_HEALTH_WAIT:-90}
 STOP_WAIT=${NUBIS_TEST_STOP_WAIT:-30}
-TEST_SERVICES=${NUBIS_TEST_SERVICES-kafka opensearch etcd}
+TEST_SERVICES=${NUBIS_TEST_SERVICES-kafka opensearch postgres mariadb s3 etcd}
 if [ -n "${CI:-}" ]; then export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}; fi
 # Everything below talks to 127.0.0.1 only: never through a proxy.
 export NO_PROXY="127.0.0.1,localhost${NO_PROXY:+,$NO_PROXY}" no_proxy="127.0.0.1,localhost${no_proxy:+,$no_proxy}"

@@ -13,10 +13,15 @@ use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
+mod storage;
+pub use storage::{CodeStoreConfig, DatabaseConfig, redact_url_password};
+
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     pub server: ServerConfig,
+    pub database: DatabaseConfig,
+    pub codestore: CodeStoreConfig,
     pub auth: AuthConfig,
     pub limits: LimitsConfig,
     pub scheduler: SchedulerConfig,
@@ -394,9 +399,6 @@ impl ServerConfig {
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_secs(self.shutdown_grace_secs)
     }
-    pub fn db_path(&self) -> PathBuf {
-        self.data_dir.join("nubis.db")
-    }
 }
 
 impl AuthConfig {
@@ -477,5 +479,21 @@ mod tests {
             assert_eq!(format!("{shipped:?}"), format!("{defaults:?}"));
             Ok(())
         });
+    }
+
+    #[test]
+    fn secrets_are_redacted_in_debug_output() {
+        let mut c = Config::default();
+        c.database.url = "postgres://nubis:hunter2@db.internal:5432/nubis".into();
+        c.codestore.secret_access_key = "s3cr3t-key".into();
+        c.opensearch.password = "os-pass".into();
+        let shown = format!("{c:?}");
+        for secret in ["hunter2", "s3cr3t-key", "os-pass"] {
+            assert!(!shown.contains(secret), "{secret} leaked: {shown}");
+        }
+        assert!(shown.contains("postgres://nubis:<redacted>@db.internal:5432/nubis"), "{shown}");
+        // A URL without a password, or not a URL at all, is shown as it is.
+        assert_eq!(redact_url_password("mysql://root@127.0.0.1/x"), "mysql://root@127.0.0.1/x");
+        assert_eq!(redact_url_password(""), "");
     }
 }

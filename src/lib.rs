@@ -14,9 +14,11 @@
 //! - [`cluster`]: membership in etcd: agents register under leases, controllers mirror the live
 //!   nodes into the resource manager.
 //! - [`model`]: domain types, validated at the edge; no I/O.
-//! - [`store`]: all SQL (function metadata, access keys), SQLite by default.
+//! - [`store`]: all SQL (function metadata, access keys, async tasks): SQLite by default,
+//!   PostgreSQL or MySQL/MariaDB when controllers share a database.
 //! - [`queue`]: the async invocation queue seam ([`queue::Queue`]); embedded in SQLite for now.
-//! - [`codestore`]: code packages in object storage (object_store), zip checks and unpacking.
+//! - [`codestore`]: code packages in object storage (object_store: a local directory or S3),
+//!   zip checks and unpacking.
 //! - [`logstore`]: per-invocation log records.
 //! - [`metrics`]: Prometheus counters and histograms, `/metrics`.
 //! - [`config`], [`telemetry`], [`server`], [`agentd`]: typed config, tracing, start-up and

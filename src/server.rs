@@ -1,6 +1,7 @@
 //! Start-up and ordered shutdown of the all-in-one server: every role in one process.
 //!
-//! Start: data dir → metadata store (migrated) → keys → code store → log store (and its
+//! Start: data dir → metadata store (SQLite, PostgreSQL or MySQL; migrated) → keys → code store
+//! (local or S3) → log store (and its
 //! shipper to OpenSearch, if enabled) → Docker node
 //! (orphans of an earlier run removed) → resource manager + reaper → async queue + dispatcher
 //! → listener.
@@ -23,7 +24,7 @@ use crate::api::keys::{self, Keyring};
 use crate::api::{self, AppState, FunctionCache};
 use crate::codestore::{CodeStore, package};
 use crate::cluster;
-use crate::config::Config;
+use crate::config::{Config, redact_url_password};
 use crate::dispatcher::Dispatcher;
 use crate::queue::{Queue, embedded::EmbeddedQueue, kafka::KafkaQueue};
 use crate::logstore::{LogStore, shipper};
@@ -125,7 +126,9 @@ pub async fn local_node(cfg: &Config, code: &CodeStore, logs: &LogStore, tracker
 pub async fn open_keys(cfg: &Config) -> anyhow::Result<(Store, Keyring)> {
     let dir = &cfg.server.data_dir;
     std::fs::create_dir_all(dir).with_context(|| format!("creating data directory {}", dir.display()))?;
-    let store = Store::open_sqlite(&cfg.server.db_path()).await.context("opening the metadata store")?;
+    let store = Store::open(&cfg.database, dir)
+        .await
+        .with_context(|| format!("opening the metadata store ({})", redact_url_password(&cfg.database.url)))?;
     let master = keys::load_or_create_master_key(dir)?;
     Ok((store.clone(), Keyring::new(store, master)))
 }
@@ -135,8 +138,16 @@ impl Server {
         let roles = Roles::of(&cfg)?;
         let cfg = Arc::new(cfg);
         let dir = cfg.server.data_dir.clone();
+        // Before connecting anything: the embedded queue is a table of the SQLite database.
+        if cfg.dispatcher.queue == "embedded" && !cfg.database.is_sqlite() {
+            anyhow::bail!(
+                "dispatcher.queue = \"embedded\" keeps async invocations in the SQLite metadata database, but \
+                 database.url names another database; set dispatcher.queue = \"kafka\" (and [kafka]) to run \
+                 several controllers on a shared database"
+            );
+        }
         let (store, keyring) = open_keys(&cfg).await?;
-        tracing::info!(data_dir = %dir.display(), "metadata store ready");
+        tracing::info!(data_dir = %dir.display(), engine = store.engine().name(), "metadata store ready");
         if keyring.count().await? == 0 {
             let k = keyring.create("admin (created at first start)").await?;
             // stdout, once: the only time the secret is shown.
@@ -146,7 +157,8 @@ impl Server {
                 k.access_key_id, k.access_key_secret
             );
         }
-        let code = CodeStore::local(&dir.join("code"))?;
+        let code = CodeStore::open(&cfg.codestore, &dir).await.context("opening the code store")?;
+        tracing::info!(location = %code.location(), "code store ready");
         let tracker = TaskTracker::new();
         let cancel = CancellationToken::new();
         let metrics = Arc::new(Metrics::default());
@@ -193,7 +205,7 @@ impl Server {
         };
         rm.spawn_reaper(cancel.child_token());
         let (queue, kafka): (Arc<dyn Queue>, _) = match cfg.dispatcher.queue.as_str() {
-            "embedded" => (Arc::new(EmbeddedQueue::new(&store)), None),
+            "embedded" => (Arc::new(EmbeddedQueue::new(&store)?), None),
             "kafka" => {
                 let q = KafkaQueue::connect(cfg.kafka.clone()).await.context("connecting to Kafka")?;
                 let p = q.destination_producer();

@@ -30,7 +30,7 @@ fn kafka_cfg(tag: &str) -> KafkaConfig {
 async fn embedded() -> (Arc<dyn Queue>, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open_sqlite(&dir.path().join("q.db")).await.unwrap();
-    (Arc::new(EmbeddedQueue::new(&store)), dir)
+    (Arc::new(EmbeddedQueue::new(&store).unwrap()), dir)
 }
 
 /// Receive until `n` messages arrived or the deadline passed.

@@ -110,8 +110,15 @@ impl From<StoreError> for ApiError {
                 "ConcurrentUpdateError",
                 "the resource was changed by another request; retry",
             ),
-            StoreError::Unavailable(e) => Self::unavailable("metadata store", e),
-            e @ (StoreError::Corrupt(_) | StoreError::Migrate(_)) => Self::internal(e),
+            e @ (StoreError::Unavailable(_) | StoreError::TimedOut(_)) => Self::unavailable("metadata store", e),
+            StoreError::Rejected(m) => Self::invalid(format!("a value was refused by the database: {m}")),
+            e @ (StoreError::Corrupt(_)
+            | StoreError::Query(_)
+            | StoreError::Migrate(_)
+            | StoreError::BadUrl(_)
+            | StoreError::MigrationLock(_)) => {
+                Self::internal(e)
+            }
         }
     }
 }
@@ -129,6 +136,7 @@ impl From<CodeStoreError> for ApiError {
     fn from(e: CodeStoreError) -> Self {
         match e {
             CodeStoreError::NotFound(_) => Self::new(StatusCode::NOT_FOUND, "CodeNotFound", e.to_string()),
+            e @ CodeStoreError::BadUrl(_) => Self::internal(e),
             e => Self::unavailable("code store", e),
         }
     }

@@ -10,6 +10,13 @@
 //! SQLite-specific: `UPDATE .. RETURNING`, `AS MATERIALIZED` and the unary-`+` planner hint in
 //! receive (SQLite ≥ 3.35; sqlx bundles 3.51). Receive is one statement, and SQLite runs writing
 //! statements one at a time, so two receivers can never lease the same row.
+//!
+//! Why it is not ported to PostgreSQL/MySQL: that exclusion comes from SQLite's single writer.
+//! Under PostgreSQL's READ COMMITTED two receivers could pick the same rows from their snapshots
+//! (it needs `FOR UPDATE SKIP LOCKED`, which refuses the window function the fairness rests on),
+//! and MySQL has no `UPDATE .. RETURNING` at all: each would be a new queue, with its own
+//! proofs, not a port. Several controllers share a queue through Kafka instead, so
+//! `dispatcher.queue = "embedded"` is refused at start unless the database is SQLite.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,13 +36,16 @@ pub struct EmbeddedQueue {
 }
 
 impl EmbeddedQueue {
-    /// A queue in `store`'s database, on the system clock.
-    pub fn new(store: &Store) -> Self {
+    /// A queue in `store`'s database, on the system clock; the database must be SQLite.
+    pub fn new(store: &Store) -> Result<Self, QueueError> {
         Self::with_clock(store, Arc::new(now_ms))
     }
 
-    pub fn with_clock(store: &Store, clock: Clock) -> Self {
-        Self { pool: store.pool().clone(), clock }
+    pub fn with_clock(store: &Store, clock: Clock) -> Result<Self, QueueError> {
+        match store.sqlite_pool() {
+            Some(pool) => Ok(Self { pool: pool.clone(), clock }),
+            None => Err(QueueError::NeedsSqlite(store.engine().name())),
+        }
     }
 
     fn now(&self) -> i64 {
@@ -229,7 +239,7 @@ mod tests {
         let store = Store::open_sqlite(&dir.path().join("meta.db")).await.unwrap();
         let now = Arc::new(AtomicI64::new(1_000_000));
         let clock = now.clone();
-        (EmbeddedQueue::with_clock(&store, Arc::new(move || clock.load(Ordering::SeqCst))), now, dir)
+        (EmbeddedQueue::with_clock(&store, Arc::new(move || clock.load(Ordering::SeqCst))).unwrap(), now, dir)
     }
 
     async fn put(q: &EmbeddedQueue, key: &str, body: &str) {
@@ -344,7 +354,7 @@ mod tests {
     async fn concurrent_receivers_get_disjoint_messages_exactly_once() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open_sqlite(&dir.path().join("meta.db")).await.unwrap();
-        let q = EmbeddedQueue::new(&store);
+        let q = EmbeddedQueue::new(&store).unwrap();
         for i in 0..500 {
             put(&q, &format!("f{}", i % 7), &i.to_string()).await;
         }

@@ -47,6 +47,9 @@ pub enum QueueError {
     /// drop the work's outcome, the other receiver owns it now.
     #[error("message {0} is no longer leased by this receiver")]
     LeaseLost(String),
+    /// The embedded queue lives in the SQLite metadata database and has no other engine.
+    #[error("the embedded queue needs the SQLite metadata database, not {0}: use dispatcher.queue = \"kafka\"")]
+    NeedsSqlite(&'static str),
 }
 
 #[async_trait::async_trait]

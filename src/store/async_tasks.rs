@@ -1,21 +1,18 @@
-//! Async invocation state: per function+qualifier configs and task records (migration 0002).
+//! Async task records (migration 0002); the configs are in `async_configs.rs`.
 //!
 //! Tasks are the durable truth of async invocations; the queue only carries pointers to them.
 //! Status changes go through [`Store::transition_task`], a guarded compare-and-set that also
 //! appends to the task's event history in the same statement, so the dispatcher and
 //! StopAsyncTask can race without losing an event or resurrecting a stopped task.
 //!
-//! Portability: everything here is plain SQL except `transition_task`, which uses SQLite's JSON
-//! functions (PostgreSQL: `jsonb ||`/`jsonb_array_elements_text`, MySQL: `JSON_ARRAY_APPEND`/
-//! `JSON_TABLE`). Optional filters are `(? IS NULL OR col = ?)` so each query stays one
-//! `&'static str`; ranges and cursors use sentinels instead, so they remain index ranges.
+//! Portability: the SQL is shared by the engines except `transition_task`'s JSON append (one
+//! statement per engine, each with the same guard and bind order). Optional filters are
+//! `(? IS NULL OR col = ?)` so each query stays one `&'static str`; ranges and cursors use
+//! sentinels instead, so they remain index ranges.
 
-use sqlx::Row;
-use sqlx::sqlite::SqliteRow;
-
-use super::{Store, StoreError, to_json};
-use crate::model::async_task::{AsyncConfig, AsyncConfigRecord, AsyncTask, TaskEvent, TaskStatus};
-use crate::model::now_iso;
+use super::sql::{Engine, sql, sql_per_engine};
+use super::{Db, Store, StoreError, on_db, to_json};
+use crate::model::async_task::{AsyncTask, TaskEvent, TaskStatus};
 
 /// ListAsyncTasks filters and page position.
 #[derive(Debug, Clone, Default)]
@@ -53,6 +50,26 @@ pub struct TaskChange {
     pub destination_status: Option<String>,
 }
 
+#[derive(sqlx::FromRow)]
+struct TaskRow {
+    function_name: String,
+    task_id: String,
+    qualifier: String,
+    request_id: String,
+    status: String,
+    return_payload: Option<Vec<u8>>,
+    error_message: Option<String>,
+    already_retried_times: i64,
+    destination_status: Option<String>,
+    instance_id: Option<String>,
+    created_ms: i64,
+    started_ms: Option<i64>,
+    end_ms: Option<i64>,
+    events: String,
+    /// NULL when the listing did not ask for payloads.
+    payload: Option<Vec<u8>>,
+}
+
 macro_rules! task_columns {
     () => {
         "function_name, task_id, qualifier, request_id, status, return_payload, error_message, \
@@ -83,131 +100,63 @@ macro_rules! list_tasks_sql {
     };
 }
 
+/// The field changes of `transition_task`, the same on every engine; `events = ...` follows.
+macro_rules! transition_set {
+    () => {
+        "UPDATE async_tasks SET \
+         status = COALESCE(?, status), \
+         started_ms = COALESCE(?, started_ms), \
+         end_ms = COALESCE(?, end_ms), \
+         already_retried_times = COALESCE(?, already_retried_times), \
+         return_payload = COALESCE(?, return_payload), \
+         error_message = COALESCE(?, error_message), \
+         instance_id = COALESCE(?, instance_id), \
+         destination_status = COALESCE(?, destination_status), "
+    };
+}
+
 impl Store {
-    /// Create or replace the config of `function`/`qualifier`; `createdTime` survives replacement.
-    pub async fn put_async_config(
-        &self,
-        function: &str,
-        qualifier: &str,
-        cfg: &AsyncConfig,
-    ) -> Result<AsyncConfigRecord, StoreError> {
-        let now = now_iso();
-        // Upsert and read back in one transaction so a concurrent delete cannot make us return
-        // a record that is not what we wrote. (ON CONFLICT: SQLite and PostgreSQL; MySQL spells
-        // it ON DUPLICATE KEY UPDATE.)
-        let mut tx = self.pool.begin().await?;
-        sqlx::query(
-            "INSERT INTO async_invoke_configs (function_name, qualifier, config, created_time, last_modified_time) \
-             VALUES (?, ?, ?, ?, ?) ON CONFLICT (function_name, qualifier) \
-             DO UPDATE SET config = excluded.config, last_modified_time = excluded.last_modified_time",
-        )
-        .bind(function)
-        .bind(qualifier)
-        .bind(to_json(cfg))
-        .bind(&now)
-        .bind(&now)
-        .execute(&mut *tx)
-        .await?;
-        let row = sqlx::query(
-            "SELECT function_name, qualifier, config, created_time, last_modified_time \
-             FROM async_invoke_configs WHERE function_name = ? AND qualifier = ?",
-        )
-        .bind(function)
-        .bind(qualifier)
-        .fetch_one(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        config_from_row(&row)
-    }
-
-    pub async fn get_async_config(&self, function: &str, qualifier: &str) -> Result<Option<AsyncConfigRecord>, StoreError> {
-        let row = sqlx::query(
-            "SELECT function_name, qualifier, config, created_time, last_modified_time \
-             FROM async_invoke_configs WHERE function_name = ? AND qualifier = ?",
-        )
-        .bind(function)
-        .bind(qualifier)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.map(|r| config_from_row(&r)).transpose()
-    }
-
-    /// True if a config was deleted.
-    pub async fn delete_async_config(&self, function: &str, qualifier: &str) -> Result<bool, StoreError> {
-        let done = sqlx::query("DELETE FROM async_invoke_configs WHERE function_name = ? AND qualifier = ?")
-            .bind(function)
-            .bind(qualifier)
-            .execute(&self.pool)
-            .await?;
-        Ok(done.rows_affected() > 0)
-    }
-
-    /// Configs in (function, qualifier) order, after `start_after` (see
-    /// [`AsyncConfigRecord::cursor`]; `""` = from the start), optionally of one function.
-    pub async fn list_async_configs(
-        &self,
-        function: Option<&str>,
-        start_after: &str,
-        limit: u32,
-    ) -> Result<Vec<AsyncConfigRecord>, StoreError> {
-        // A cursor without NUL means "after every qualifier-less position of that function",
-        // i.e. the function's rows are all still to come.
-        let (after_fn, after_q) = start_after.split_once('\0').unwrap_or((start_after, ""));
-        let rows = sqlx::query(
-            "SELECT function_name, qualifier, config, created_time, last_modified_time \
-             FROM async_invoke_configs \
-             WHERE (? IS NULL OR function_name = ?) AND (function_name, qualifier) > (?, ?) \
-             ORDER BY function_name, qualifier LIMIT ?",
-        )
-        .bind(function)
-        .bind(function)
-        .bind(after_fn)
-        .bind(after_q)
-        .bind(limit as i64)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(config_from_row).collect()
-    }
-
     /// A task already present under (function, task id) is [`StoreError::AlreadyExists`]:
     /// that is how task-mode deduplicates by task id.
     pub async fn insert_task(&self, t: &AsyncTask) -> Result<(), StoreError> {
-        sqlx::query(concat!(
-            "INSERT INTO async_tasks (",
-            task_columns!(),
-            ", payload) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-        ))
-        .bind(&t.function_name)
-        .bind(&t.task_id)
-        .bind(&t.qualifier)
-        .bind(&t.request_id)
-        .bind(t.status.as_str())
-        .bind(t.return_payload.as_deref())
-        .bind(t.error_message.as_deref())
-        .bind(t.already_retried_times as i64)
-        .bind(t.destination_status.as_deref())
-        .bind(t.instance_id.as_deref())
-        .bind(t.created_ms)
-        .bind(t.started_ms)
-        .bind(t.end_ms)
-        .bind(to_json(&t.events))
-        .bind(&t.payload)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
+        let events = to_json(&t.events);
+        on_db!(self, |pool, e| {
+            sqlx::query(
+                sql!("INSERT INTO async_tasks (", task_columns!(), ", payload) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+                    .of(e),
+            )
+            .bind(&t.function_name)
+            .bind(&t.task_id)
+            .bind(&t.qualifier)
+            .bind(&t.request_id)
+            .bind(t.status.as_str())
+            .bind(t.return_payload.as_deref())
+            .bind(t.error_message.as_deref())
+            .bind(i64::from(t.already_retried_times))
+            .bind(t.destination_status.as_deref())
+            .bind(t.instance_id.as_deref())
+            .bind(t.created_ms)
+            .bind(t.started_ms)
+            .bind(t.end_ms)
+            .bind(&events)
+            .bind(&t.payload)
+            .execute(pool)
+            .await
+            .map(|_| ())
+        })
     }
 
     pub async fn get_task(&self, function: &str, task_id: &str) -> Result<Option<AsyncTask>, StoreError> {
-        let row = sqlx::query(concat!(
-            "SELECT ",
-            task_columns!(),
-            ", payload FROM async_tasks WHERE function_name = ? AND task_id = ?"
-        ))
-        .bind(function)
-        .bind(task_id)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.map(|r| task_from_row(&r)).transpose()
+        let row = on_db!(self, |pool, e| {
+            sqlx::query_as::<_, TaskRow>(
+                sql!("SELECT ", task_columns!(), ", payload FROM async_tasks WHERE function_name = ? AND task_id = ?").of(e),
+            )
+            .bind(function)
+            .bind(task_id)
+            .fetch_optional(pool)
+            .await
+        })?;
+        row.map(TaskRow::into_task).transpose()
     }
 
     /// One page of a function's tasks in (created_ms, task_id) order, ascending or descending.
@@ -219,31 +168,36 @@ impl Store {
             None if q.descending => (i64::MAX, ""),
             None => (i64::MIN, ""),
         };
-        let sql = if q.descending { list_tasks_sql!("<", "DESC") } else { list_tasks_sql!(">", "ASC") };
+        let sql = if q.descending { sql!(list_tasks_sql!("<", "DESC")) } else { sql!(list_tasks_sql!(">", "ASC")) };
         let prefix = q.prefix.as_deref().filter(|p| !p.is_empty());
-        let rows = sqlx::query(sql)
-            .bind(q.include_payload)
-            .bind(&q.function)
-            .bind(q.started_from_ms.unwrap_or(i64::MIN))
-            .bind(q.started_to_ms.unwrap_or(i64::MAX))
-            .bind(after_ms)
-            .bind(after_id)
-            .bind(q.qualifier.as_deref())
-            .bind(q.qualifier.as_deref())
-            .bind(q.status.map(TaskStatus::as_str))
-            .bind(q.status.map(TaskStatus::as_str))
-            .bind(prefix)
-            .bind(prefix.map(|p| p.chars().count() as i64))
-            .bind(prefix)
-            .bind(q.limit as i64)
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(task_from_row).collect()
+        let prefix_chars = prefix.map(|p| i32::try_from(p.chars().count()).unwrap_or(i32::MAX));
+        let rows = on_db!(self, |pool, e| {
+            sqlx::query_as::<_, TaskRow>(sql.of(e))
+                .bind(q.include_payload)
+                .bind(&q.function)
+                .bind(q.started_from_ms.unwrap_or(i64::MIN))
+                .bind(q.started_to_ms.unwrap_or(i64::MAX))
+                .bind(after_ms)
+                .bind(after_id)
+                .bind(q.qualifier.as_deref())
+                .bind(q.qualifier.as_deref())
+                .bind(q.status.map(TaskStatus::as_str))
+                .bind(q.status.map(TaskStatus::as_str))
+                .bind(prefix)
+                .bind(prefix_chars)
+                .bind(prefix)
+                .bind(i64::from(q.limit))
+                .fetch_all(pool)
+                .await
+        })?;
+        rows.into_iter().map(TaskRow::into_task).collect()
     }
 
     /// Apply `change` if the task's status is in `from` (empty = any); false (nothing changed)
     /// if the task is missing or in another status. One UPDATE: the guard, the field changes and
-    /// the event append (numbered from the array length it sees) are a single atomic step.
+    /// the event append (numbered from the array length it sees) are a single atomic step (on
+    /// PostgreSQL and MySQL a concurrent UPDATE of the row waits for ours and then re-reads it,
+    /// so it re-checks the guard and appends after our event).
     pub async fn transition_task(
         &self,
         function: &str,
@@ -253,118 +207,125 @@ impl Store {
     ) -> Result<bool, StoreError> {
         let from_json = to_json(&from.iter().map(|s| s.as_str()).collect::<Vec<_>>());
         let new_status = change.status.map(TaskStatus::as_str);
-        // SQLite-specific: json_insert(.., '$[#]', ..) appends to the array, json_each expands
-        // the allowed statuses (one bound value instead of a variable-length IN list).
-        let done = sqlx::query(
-            "UPDATE async_tasks SET \
-             status = COALESCE(?, status), \
-             started_ms = COALESCE(?, started_ms), \
-             end_ms = COALESCE(?, end_ms), \
-             already_retried_times = COALESCE(?, already_retried_times), \
-             return_payload = COALESCE(?, return_payload), \
-             error_message = COALESCE(?, error_message), \
-             instance_id = COALESCE(?, instance_id), \
-             destination_status = COALESCE(?, destination_status), \
-             events = json_insert(events, '$[#]', json_object('eventId', json_array_length(events) + 1, \
-                 'status', COALESCE(?, status), 'timestamp', ?, 'eventDetail', ?)) \
-             WHERE function_name = ? AND task_id = ? \
-             AND (json_array_length(?) = 0 OR status IN (SELECT value FROM json_each(?)))",
-        )
-        .bind(new_status)
-        .bind(change.started_ms)
-        .bind(change.end_ms)
-        .bind(change.already_retried_times.map(i64::from))
-        .bind(change.return_payload.as_deref())
-        .bind(change.error_message.as_deref())
-        .bind(change.instance_id.as_deref())
-        .bind(change.destination_status.as_deref())
-        .bind(new_status)
-        .bind(change.at_ms)
-        .bind(&change.event_detail)
-        .bind(function)
-        .bind(task_id)
-        .bind(&from_json)
-        .bind(&from_json)
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected() == 1)
+        // The allowed statuses travel as one JSON array (one bound value instead of a
+        // variable-length IN list); each engine appends the event with its own JSON functions.
+        let transition = sql_per_engine!(
+            sqlite: concat!(
+                transition_set!(),
+                "events = json_insert(events, '$[#]', json_object('eventId', json_array_length(events) + 1, \
+                    'status', COALESCE(?, status), 'timestamp', ?, 'eventDetail', ?)) \
+                 WHERE function_name = ? AND task_id = ? \
+                 AND (json_array_length(?) = 0 OR status IN (SELECT value FROM json_each(?)))"
+            ),
+            postgres: concat!(
+                transition_set!(),
+                "events = (events::jsonb || jsonb_build_array(jsonb_build_object( \
+                    'eventId', jsonb_array_length(events::jsonb) + 1, 'status', COALESCE(?, status), \
+                    'timestamp', ?::bigint, 'eventDetail', ?::text)))::text \
+                 WHERE function_name = ? AND task_id = ? \
+                 AND (jsonb_array_length(?::jsonb) = 0 OR status IN (SELECT jsonb_array_elements_text(?::jsonb)))"
+            ),
+            // MySQL assigns left to right, so `status` below is already the new one; with
+            // COALESCE(new, status) that is the same value.
+            mysql: concat!(
+                transition_set!(),
+                "events = JSON_ARRAY_APPEND(events, '$', JSON_OBJECT('eventId', JSON_LENGTH(events) + 1, \
+                    'status', COALESCE(?, status), 'timestamp', ?, 'eventDetail', ?)) \
+                 WHERE function_name = ? AND task_id = ? \
+                 AND (JSON_LENGTH(?) = 0 OR JSON_CONTAINS(?, JSON_QUOTE(status)))"
+            ),
+        );
+        let updated = on_db!(self, |pool, e| {
+            sqlx::query(transition.of(e))
+                .bind(new_status)
+                .bind(change.started_ms)
+                .bind(change.end_ms)
+                .bind(change.already_retried_times.map(i64::from))
+                .bind(change.return_payload.as_deref())
+                .bind(change.error_message.as_deref())
+                .bind(change.instance_id.as_deref())
+                .bind(change.destination_status.as_deref())
+                .bind(new_status)
+                .bind(change.at_ms)
+                .bind(&change.event_detail)
+                .bind(function)
+                .bind(task_id)
+                .bind(&from_json)
+                .bind(&from_json)
+                .execute(pool)
+                .await
+                .map(|r| r.rows_affected())
+        })?;
+        Ok(updated == 1)
     }
 
     /// Forget a deleted function's tasks and configs (its queued messages then find no task).
     pub async fn delete_async_state_of_function(&self, function: &str) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query("DELETE FROM async_tasks WHERE function_name = ?").bind(function).execute(&mut *tx).await?;
-        sqlx::query("DELETE FROM async_invoke_configs WHERE function_name = ?")
-            .bind(function)
-            .execute(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(())
+        on_db!(self, |pool, e| {
+            let mut tx = pool.begin().await?;
+            sqlx::query(sql!("DELETE FROM async_tasks WHERE function_name = ?").of(e))
+                .bind(function)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(sql!("DELETE FROM async_invoke_configs WHERE function_name = ?").of(e))
+                .bind(function)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await
+        })
     }
 
     /// Task counts per status (only statuses that occur), of one function or all.
     pub async fn count_tasks_by_status(&self, function: Option<&str>) -> Result<Vec<(TaskStatus, i64)>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT status, COUNT(*) FROM async_tasks WHERE (? IS NULL OR function_name = ?) \
-             GROUP BY status ORDER BY status",
-        )
-        .bind(function)
-        .bind(function)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                let s: String = r.try_get(0)?;
+        let rows = on_db!(self, |pool, e| {
+            sqlx::query_as::<_, (String, i64)>(
+                sql!(
+                    "SELECT status, COUNT(*) FROM async_tasks WHERE (? IS NULL OR function_name = ?) \
+                     GROUP BY status ORDER BY status"
+                )
+                .of(e),
+            )
+            .bind(function)
+            .bind(function)
+            .fetch_all(pool)
+            .await
+        })?;
+        rows.into_iter()
+            .map(|(s, n)| {
                 let status = s.parse().map_err(|_| StoreError::Corrupt(format!("task status '{s}'")))?;
-                Ok((status, r.try_get(1)?))
+                Ok((status, n))
             })
             .collect()
     }
 }
 
-fn config_from_row(r: &SqliteRow) -> Result<AsyncConfigRecord, StoreError> {
-    let function_name: String = r.try_get("function_name")?;
-    let qualifier: String = r.try_get("qualifier")?;
-    let config = serde_json::from_str(&r.try_get::<String, _>("config")?)
-        .map_err(|e| StoreError::Corrupt(format!("async config of '{function_name}/{qualifier}': {e}")))?;
-    Ok(AsyncConfigRecord {
-        function_name,
-        qualifier,
-        config,
-        created_time: r.try_get("created_time")?,
-        last_modified_time: r.try_get("last_modified_time")?,
-    })
+impl TaskRow {
+    fn into_task(self) -> Result<AsyncTask, StoreError> {
+        let (function_name, task_id) = (self.function_name, self.task_id);
+        let corrupt = |what: &str, e: &dyn std::fmt::Display| {
+            StoreError::Corrupt(format!("task '{function_name}/{task_id}' {what}: {e}"))
+        };
+        let status = self.status.parse::<TaskStatus>().map_err(|e| corrupt("status", &e))?;
+        let events: Vec<TaskEvent> = serde_json::from_str(&self.events).map_err(|e| corrupt("events", &e))?;
+        let already_retried_times =
+            u32::try_from(self.already_retried_times).map_err(|e| corrupt("already_retried_times", &e))?;
+        Ok(AsyncTask {
+            qualifier: self.qualifier,
+            request_id: self.request_id,
+            status,
+            payload: self.payload.unwrap_or_default(),
+            return_payload: self.return_payload,
+            error_message: self.error_message,
+            already_retried_times,
+            destination_status: self.destination_status,
+            instance_id: self.instance_id,
+            created_ms: self.created_ms,
+            started_ms: self.started_ms,
+            end_ms: self.end_ms,
+            events,
+            function_name,
+            task_id,
+        })
+    }
 }
 
-fn task_from_row(r: &SqliteRow) -> Result<AsyncTask, StoreError> {
-    let function_name: String = r.try_get("function_name")?;
-    let task_id: String = r.try_get("task_id")?;
-    let corrupt = |what: &str, e: &dyn std::fmt::Display| {
-        StoreError::Corrupt(format!("task '{function_name}/{task_id}' {what}: {e}"))
-    };
-    let status: String = r.try_get("status")?;
-    let status = status.parse::<TaskStatus>().map_err(|e| corrupt("status", &e))?;
-    let events: Vec<TaskEvent> =
-        serde_json::from_str(&r.try_get::<String, _>("events")?).map_err(|e| corrupt("events", &e))?;
-    let retried: i64 = r.try_get("already_retried_times")?;
-    Ok(AsyncTask {
-        qualifier: r.try_get("qualifier")?,
-        request_id: r.try_get("request_id")?,
-        status,
-        payload: r.try_get::<Option<Vec<u8>>, _>("payload")?.unwrap_or_default(),
-        return_payload: r.try_get("return_payload")?,
-        error_message: r.try_get("error_message")?,
-        already_retried_times: u32::try_from(retried).map_err(|e| corrupt("already_retried_times", &e))?,
-        destination_status: r.try_get("destination_status")?,
-        instance_id: r.try_get("instance_id")?,
-        created_ms: r.try_get("created_ms")?,
-        started_ms: r.try_get("started_ms")?,
-        end_ms: r.try_get("end_ms")?,
-        events,
-        function_name,
-        task_id,
-    })
-}
-
-#[cfg(test)]
-mod tests;

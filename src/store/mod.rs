@@ -1,54 +1,90 @@
 //! All SQL lives here.
 //!
 //! What is persisted: function metadata (config, code checksum, revision) and sealed access keys;
-//! async invoke configs and task records (`async_tasks`); the embedded queue's messages
-//! (`crate::queue::embedded`, same database).
+//! async invoke configs and task records (`async_tasks`); with SQLite, also the embedded queue's
+//! messages (`crate::queue::embedded`, same database).
 //! What is not: instances, slots, log capture state; they are rebuilt from the agents at start
 //! (and, on one node, simply started afresh after orphans are removed).
 //!
-//! The SQL is kept portable (no SQLite-only functions) so PostgreSQL/MySQL backends can reuse it;
-//! the one exception, SQLite JSON functions in `Store::transition_task`, is marked there.
+//! One [`Store`] serves three engines: SQLite (a file in the data directory, the default),
+//! PostgreSQL and MySQL/MariaDB (what a cluster of controllers shares). Each method is written
+//! once; [`on_db!`] expands its body for each engine's pool, so every query is typed for its own
+//! driver, and the SQL comes from [`sql`] (`&'static str` per engine; identical bind order).
+//! Schemas: `migrations/{sqlite,postgres,mysql}`, equivalent but for the embedded queue's
+//! table, which only SQLite has. They are applied at open under a lock (PostgreSQL: sqlx's
+//! advisory lock; MySQL: ours, see [`migrate_mysql`]; SQLite: a flock), so controllers starting
+//! together apply each migration once.
 
 use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
+use sqlx::mysql::{MySqlConnectOptions, MySqlConnection, MySqlPool, MySqlPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Row, SqlitePool};
+use sqlx::migrate::MigrateError;
+use sqlx::{Connection, SqlitePool};
 
+use crate::config::DatabaseConfig;
 use crate::model::{FunctionConfig, FunctionName, FunctionRecord, Tag};
 
+mod async_configs;
 mod async_tasks;
+mod errors;
+pub(crate) mod sql;
+
 pub use async_tasks::{TaskChange, TaskQuery};
-
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("already exists")]
-    AlreadyExists,
-    #[error("changed concurrently")]
-    Conflict,
-    #[error("database unavailable: {0}")]
-    Unavailable(#[source] sqlx::Error),
-    #[error("stored row is corrupt: {0}")]
-    Corrupt(String),
-    #[error("migrating the database: {0}")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
-}
-
-impl From<sqlx::Error> for StoreError {
-    fn from(e: sqlx::Error) -> Self {
-        match &e {
-            sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::AlreadyExists,
-            _ => StoreError::Unavailable(e),
-        }
-    }
-}
+pub use errors::StoreError;
+pub use sql::Engine;
+use sql::sql;
 
 /// Handle to the metadata database; cheap to clone.
 #[derive(Clone)]
 pub struct Store {
-    pool: SqlitePool,
+    db: Db,
+    /// Bound on every call (pool wait + statements): a database that stops answering turns
+    /// into 503s, not requests that hang.
+    timeout: Duration,
 }
+
+#[derive(Clone)]
+enum Db {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+    MySql(MySqlPool),
+}
+
+/// Run `$body` against this store's pool, with `$pool` bound to the pool and `$e` to its
+/// [`Engine`]. The body is expanded once per engine, so its queries are typed for that driver;
+/// it returns `Result<_, sqlx::Error>` (and may use `?`). The whole call is bounded by the
+/// store's timeout.
+macro_rules! on_db {
+    ($store:expr, |$pool:ident, $e:ident| $body:expr) => {{
+        let store: &Store = $store;
+        let work = async {
+            let r: Result<_, sqlx::Error> = match &store.db {
+                Db::Sqlite(p) => {
+                    let ($pool, $e) = (p, Engine::Sqlite);
+                    $body
+                }
+                Db::Postgres(p) => {
+                    let ($pool, $e) = (p, Engine::Postgres);
+                    $body
+                }
+                Db::MySql(p) => {
+                    let ($pool, $e) = (p, Engine::MySql);
+                    $body
+                }
+            };
+            r
+        };
+        match tokio::time::timeout(store.timeout, work).await {
+            Ok(r) => r.map_err(StoreError::from),
+            Err(_) => Err(StoreError::TimedOut(store.timeout)),
+        }
+    }};
+}
+use on_db;
 
 /// A macro, not a const, so queries stay `&'static str` literals (sqlx refuses built strings).
 macro_rules! function_columns {
@@ -57,157 +93,308 @@ macro_rules! function_columns {
     };
 }
 
+#[derive(sqlx::FromRow)]
+struct FunctionRow {
+    name: String,
+    function_id: String,
+    config: String,
+    code_checksum: String,
+    code_size: i64,
+    revision: i64,
+    tags: String,
+    created_time: String,
+    last_modified_time: String,
+}
+
 impl Store {
-    /// Open (creating if needed) the SQLite file and apply migrations.
+    /// Open the database `cfg.url` names (empty: the SQLite file `<data_dir>/nubis.db`) and
+    /// apply migrations. Fails if no connection can be made within `cfg.connect_timeout_secs`.
+    pub async fn open(cfg: &DatabaseConfig, data_dir: &Path) -> Result<Self, StoreError> {
+        let url = cfg.url.trim();
+        let scheme = url.split_once(':').map(|(s, _)| s.to_ascii_lowercase());
+        let db = match scheme.as_deref() {
+            None if url.is_empty() => Db::Sqlite(open_sqlite_pool(&data_dir.join("nubis.db"), cfg).await?),
+            Some("sqlite") => {
+                let path = url.trim_start_matches("sqlite:").trim_start_matches("//");
+                Db::Sqlite(open_sqlite_pool(Path::new(path), cfg).await?)
+            }
+            Some("postgres" | "postgresql") => {
+                let opts = PgConnectOptions::from_str(url).map_err(|e| StoreError::BadUrl(e.to_string()))?;
+                let pool = PgPoolOptions::new()
+                    .max_connections(cfg.max_connections)
+                    .acquire_timeout(cfg.connect_timeout())
+                    .connect_with(opts.application_name("nubis"))
+                    .await?;
+                sqlx::migrate!("migrations/postgres").run(&pool).await?;
+                Db::Postgres(pool)
+            }
+            Some("mysql" | "mariadb") => {
+                let opts = MySqlConnectOptions::from_str(url).map_err(|e| StoreError::BadUrl(e.to_string()))?;
+                let opts = opts.charset("utf8mb4");
+                let pool = MySqlPoolOptions::new()
+                    .max_connections(cfg.max_connections)
+                    .acquire_timeout(cfg.connect_timeout())
+                    .connect_with(opts.clone())
+                    .await?;
+                migrate_mysql(&pool, &opts).await?;
+                Db::MySql(pool)
+            }
+            _ => {
+                return Err(StoreError::BadUrl(
+                    "expected empty (SQLite in the data directory), sqlite://PATH, postgres://... or mysql://...".into(),
+                ));
+            }
+        };
+        Ok(Self { db, timeout: cfg.query_timeout() })
+    }
+
+    /// Open (creating if needed) a SQLite file with the default settings, and migrate it.
     pub async fn open_sqlite(path: &Path) -> Result<Self, StoreError> {
-        let opts = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))?
-            .create_if_missing(true)
-            // WAL lets readers run beside the single writer; NORMAL is durable across process
-            // crashes (the case we promise), fsyncs at checkpoints.
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(Duration::from_secs(5));
-        let pool = SqlitePoolOptions::new()
-            .max_connections(8)
-            .acquire_timeout(Duration::from_secs(5))
-            .connect_with(opts)
-            .await?;
-        sqlx::migrate!("migrations/sqlite").run(&pool).await?;
-        Ok(Self { pool })
+        let cfg = DatabaseConfig::default();
+        Ok(Self { db: Db::Sqlite(open_sqlite_pool(path, &cfg).await?), timeout: cfg.query_timeout() })
+    }
+
+    pub fn engine(&self) -> Engine {
+        match self.db {
+            Db::Sqlite(_) => Engine::Sqlite,
+            Db::Postgres(_) => Engine::Postgres,
+            Db::MySql(_) => Engine::MySql,
+        }
     }
 
     pub async fn insert_function(&self, f: &FunctionRecord) -> Result<(), StoreError> {
-        sqlx::query(concat!("INSERT INTO functions (", function_columns!(), ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"))
-            .bind(f.name.as_str())
-            .bind(&f.function_id)
-            .bind(to_json(&f.config))
-            .bind(&f.code_checksum)
-            .bind(f.code_size as i64)
-            .bind(f.revision)
-            .bind(to_json(&f.tags))
-            .bind(&f.created_time)
-            .bind(&f.last_modified_time)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+        on_db!(self, |pool, e| {
+            sqlx::query(sql!("INSERT INTO functions (", function_columns!(), ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)").of(e))
+                .bind(f.name.as_str())
+                .bind(&f.function_id)
+                .bind(to_json(&f.config))
+                .bind(&f.code_checksum)
+                .bind(f.code_size as i64)
+                .bind(f.revision)
+                .bind(to_json(&f.tags))
+                .bind(&f.created_time)
+                .bind(&f.last_modified_time)
+                .execute(pool)
+                .await
+                .map(|_| ())
+        })
     }
 
     /// Replace a function's row if it is still at `expected_revision` (optimistic concurrency:
     /// two racing updates cannot silently overwrite each other).
     pub async fn update_function(&self, f: &FunctionRecord, expected_revision: i64) -> Result<(), StoreError> {
-        let done = sqlx::query(
-            "UPDATE functions SET config = ?, code_checksum = ?, code_size = ?, revision = ?, \
-             last_modified_time = ? WHERE name = ? AND revision = ?",
-        )
-        .bind(to_json(&f.config))
-        .bind(&f.code_checksum)
-        .bind(f.code_size as i64)
-        .bind(f.revision)
-        .bind(&f.last_modified_time)
-        .bind(f.name.as_str())
-        .bind(expected_revision)
-        .execute(&self.pool)
-        .await?;
-        if done.rows_affected() == 1 { Ok(()) } else { Err(StoreError::Conflict) }
+        let updated = on_db!(self, |pool, e| {
+            sqlx::query(
+                sql!(
+                    "UPDATE functions SET config = ?, code_checksum = ?, code_size = ?, revision = ?, \
+                     last_modified_time = ? WHERE name = ? AND revision = ?"
+                )
+                .of(e),
+            )
+            .bind(to_json(&f.config))
+            .bind(&f.code_checksum)
+            .bind(f.code_size as i64)
+            .bind(f.revision)
+            .bind(&f.last_modified_time)
+            .bind(f.name.as_str())
+            .bind(expected_revision)
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected())
+        })?;
+        // MySQL counts matched rows here too (sqlx connects with CLIENT_FOUND_ROWS), and the
+        // revision always changes anyway.
+        if updated == 1 { Ok(()) } else { Err(StoreError::Conflict) }
     }
 
     pub async fn get_function(&self, name: &str) -> Result<Option<FunctionRecord>, StoreError> {
-        let row = sqlx::query(concat!("SELECT ", function_columns!(), " FROM functions WHERE name = ?"))
-            .bind(name)
-            .fetch_optional(&self.pool)
-            .await?;
-        row.map(|r| function_from_row(&r)).transpose()
+        let row = on_db!(self, |pool, e| {
+            sqlx::query_as::<_, FunctionRow>(sql!("SELECT ", function_columns!(), " FROM functions WHERE name = ?").of(e))
+                .bind(name)
+                .fetch_optional(pool)
+                .await
+        })?;
+        row.map(FunctionRow::into_record).transpose()
     }
 
-    /// Functions whose name starts with `prefix`, after `start_after`, in name order.
+    /// Functions whose name starts with `prefix`, after `start_after`, in name order (code
+    /// point order on every engine: the schemas use binary collations).
     pub async fn list_functions(
         &self,
         prefix: &str,
         start_after: &str,
         limit: u32,
     ) -> Result<Vec<FunctionRecord>, StoreError> {
-        let rows = sqlx::query(concat!(
-            "SELECT ",
-            function_columns!(),
-            " FROM functions WHERE substr(name, 1, ?) = ? AND name > ? ORDER BY name LIMIT ?"
-        ))
-        .bind(prefix.chars().count() as i64)
-        .bind(prefix)
-        .bind(start_after)
-        .bind(limit as i64)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(function_from_row).collect()
+        let prefix_chars = i32::try_from(prefix.chars().count()).unwrap_or(i32::MAX);
+        let rows = on_db!(self, |pool, e| {
+            sqlx::query_as::<_, FunctionRow>(
+                sql!(
+                    "SELECT ",
+                    function_columns!(),
+                    " FROM functions WHERE substr(name, 1, ?) = ? AND name > ? ORDER BY name LIMIT ?"
+                )
+                .of(e),
+            )
+            .bind(prefix_chars)
+            .bind(prefix)
+            .bind(start_after)
+            .bind(i64::from(limit))
+            .fetch_all(pool)
+            .await
+        })?;
+        rows.into_iter().map(FunctionRow::into_record).collect()
     }
 
     /// True if a row was deleted.
     pub async fn delete_function(&self, name: &str) -> Result<bool, StoreError> {
-        let done = sqlx::query("DELETE FROM functions WHERE name = ?").bind(name).execute(&self.pool).await?;
-        Ok(done.rows_affected() > 0)
+        let deleted = on_db!(self, |pool, e| {
+            sqlx::query(sql!("DELETE FROM functions WHERE name = ?").of(e))
+                .bind(name)
+                .execute(pool)
+                .await
+                .map(|r| r.rows_affected())
+        })?;
+        Ok(deleted > 0)
     }
 
     /// How many functions use a code package (it may be shared by identical uploads).
     pub async fn code_references(&self, checksum: &str) -> Result<i64, StoreError> {
-        let row = sqlx::query("SELECT COUNT(*) FROM functions WHERE code_checksum = ?")
-            .bind(checksum)
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(row.try_get(0)?)
+        on_db!(self, |pool, e| {
+            sqlx::query_scalar::<_, i64>(sql!("SELECT COUNT(*) FROM functions WHERE code_checksum = ?").of(e))
+                .bind(checksum)
+                .fetch_one(pool)
+                .await
+        })
     }
 
     pub async fn insert_access_key(&self, id: &str, sealed: &[u8], description: &str, created: &str) -> Result<(), StoreError> {
-        sqlx::query("INSERT INTO access_keys (access_key_id, secret_sealed, description, created_time) VALUES (?, ?, ?, ?)")
+        on_db!(self, |pool, e| {
+            sqlx::query(
+                sql!("INSERT INTO access_keys (access_key_id, secret_sealed, description, created_time) VALUES (?, ?, ?, ?)")
+                    .of(e),
+            )
             .bind(id)
             .bind(sealed)
             .bind(description)
             .bind(created)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+            .execute(pool)
+            .await
+            .map(|_| ())
+        })
     }
 
     pub async fn get_access_key(&self, id: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        let row = sqlx::query("SELECT secret_sealed FROM access_keys WHERE access_key_id = ?")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(row.map(|r| r.try_get(0)).transpose()?)
+        on_db!(self, |pool, e| {
+            sqlx::query_scalar::<_, Vec<u8>>(sql!("SELECT secret_sealed FROM access_keys WHERE access_key_id = ?").of(e))
+                .bind(id)
+                .fetch_optional(pool)
+                .await
+        })
     }
 
     pub async fn count_access_keys(&self) -> Result<i64, StoreError> {
-        let row = sqlx::query("SELECT COUNT(*) FROM access_keys").fetch_one(&self.pool).await?;
-        Ok(row.try_get(0)?)
+        on_db!(self, |pool, e| sqlx::query_scalar::<_, i64>(sql!("SELECT COUNT(*) FROM access_keys").of(e)).fetch_one(pool).await)
     }
 
-    /// The SQLite pool, for the embedded queue that shares this database.
-    pub(crate) fn pool(&self) -> &SqlitePool {
-        &self.pool
+    /// The SQLite pool, for the embedded queue that shares this database; None on the other
+    /// engines (the embedded queue is SQLite-only).
+    pub(crate) fn sqlite_pool(&self) -> Option<&SqlitePool> {
+        match &self.db {
+            Db::Sqlite(p) => Some(p),
+            _ => None,
+        }
     }
 
     pub async fn close(&self) {
-        self.pool.close().await;
+        match &self.db {
+            Db::Sqlite(p) => p.close().await,
+            Db::Postgres(p) => p.close().await,
+            Db::MySql(p) => p.close().await,
+        }
     }
+}
+
+async fn open_sqlite_pool(path: &Path, cfg: &DatabaseConfig) -> Result<SqlitePool, StoreError> {
+    let opts = SqliteConnectOptions::new()
+        .filename(path)
+        .create_if_missing(true)
+        // WAL lets readers run beside the single writer; NORMAL is durable across process
+        // crashes (the case we promise), fsyncs at checkpoints.
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Normal)
+        .busy_timeout(Duration::from_secs(5));
+    let pool = SqlitePoolOptions::new()
+        .max_connections(cfg.max_connections)
+        .acquire_timeout(cfg.connect_timeout())
+        .connect_with(opts)
+        .await?;
+    // sqlx's migrator does not lock on SQLite, and two processes opening a fresh file at once
+    // (a server and `nubis admin create-key`) would both create the tables. An exclusive
+    // flock on a file beside the database serializes them (it goes with the file descriptor,
+    // so it is released on close, and on a crash).
+    let lock_path = path.with_file_name(format!(
+        "{}.migrate-lock",
+        path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+    ));
+    let lock = tokio::task::spawn_blocking(move || -> std::io::Result<std::fs::File> {
+        let f = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&lock_path)?;
+        f.lock()?;
+        Ok(f)
+    })
+    .await
+    .map_err(std::io::Error::other)
+    .and_then(|r| r)
+    .map_err(|e| MigrateError::Execute(e.into()))?;
+    let migrated = sqlx::migrate!("migrations/sqlite").run(&pool).await;
+    drop(lock);
+    migrated?;
+    Ok(pool)
+}
+
+/// How long a MySQL controller waits for another one's migrations.
+const MYSQL_MIGRATION_LOCK_WAIT: Duration = Duration::from_secs(300);
+
+/// Migrate under a lock of our own: sqlx's migrator asks for `GET_LOCK(name, -1)` and ignores
+/// the answer, and MariaDB answers NULL at once to a negative timeout, so controllers
+/// starting together would run the same migration side by side. The lock is named after the
+/// database (hashed: lock names stop at 64 characters) and held on a connection of its own,
+/// outside the pool, so it works whatever the pool's size.
+async fn migrate_mysql(pool: &MySqlPool, opts: &MySqlConnectOptions) -> Result<(), StoreError> {
+    let mut lock = MySqlConnection::connect_with(opts).await?;
+    let got: Option<i64> = sqlx::query_scalar("SELECT GET_LOCK(CONCAT('nubis-migrate:', SHA1(DATABASE())), ?)")
+        .bind(MYSQL_MIGRATION_LOCK_WAIT.as_secs() as i64)
+        .fetch_one(&mut lock)
+        .await?;
+    if got != Some(1) {
+        return Err(StoreError::MigrationLock(MYSQL_MIGRATION_LOCK_WAIT));
+    }
+    let migrated = sqlx::migrate!("migrations/mysql").run(pool).await;
+    // Closing the connection releases the lock too; release it explicitly all the same.
+    let _ = sqlx::query("SELECT RELEASE_LOCK(CONCAT('nubis-migrate:', SHA1(DATABASE())))").execute(&mut lock).await;
+    let _ = lock.close().await;
+    Ok(migrated?)
 }
 
 fn to_json<T: serde::Serialize>(v: &T) -> String {
     serde_json::to_string(v).expect("model types serialize")
 }
 
-fn function_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<FunctionRecord, StoreError> {
-    let name: String = r.try_get("name")?;
-    let corrupt = |what: &str, e: &dyn std::fmt::Display| StoreError::Corrupt(format!("function '{name}' {what}: {e}"));
-    let config: FunctionConfig =
-        serde_json::from_str(&r.try_get::<String, _>("config")?).map_err(|e| corrupt("config", &e))?;
-    let tags: Vec<Tag> = serde_json::from_str(&r.try_get::<String, _>("tags")?).map_err(|e| corrupt("tags", &e))?;
-    Ok(FunctionRecord {
-        name: FunctionName::parse(&name).map_err(|e| corrupt("name", &e))?,
-        function_id: r.try_get("function_id")?,
-        config,
-        code_checksum: r.try_get("code_checksum")?,
-        code_size: r.try_get::<i64, _>("code_size")? as u64,
-        revision: r.try_get("revision")?,
-        tags,
-        created_time: r.try_get("created_time")?,
-        last_modified_time: r.try_get("last_modified_time")?,
-    })
+impl FunctionRow {
+    fn into_record(self) -> Result<FunctionRecord, StoreError> {
+        let name = self.name;
+        let corrupt = |what: &str, e: &dyn std::fmt::Display| StoreError::Corrupt(format!("function '{name}' {what}: {e}"));
+        let config: FunctionConfig = serde_json::from_str(&self.config).map_err(|e| corrupt("config", &e))?;
+        let tags: Vec<Tag> = serde_json::from_str(&self.tags).map_err(|e| corrupt("tags", &e))?;
+        Ok(FunctionRecord {
+            name: FunctionName::parse(&name).map_err(|e| corrupt("name", &e))?,
+            function_id: self.function_id,
+            config,
+            code_checksum: self.code_checksum,
+            code_size: u64::try_from(self.code_size).map_err(|e| corrupt("code_size", &e))?,
+            revision: self.revision,
+            tags,
+            created_time: self.created_time,
+            last_modified_time: self.last_modified_time,
+        })
+    }
 }

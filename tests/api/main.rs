@@ -3,6 +3,14 @@
 
 mod helpers;
 
+// Shared with the other test binaries: fresh databases, a cuttable TCP forwarder, S3 config.
+#[path = "../support/databases.rs"]
+mod databases;
+#[path = "../support/forwarder.rs"]
+mod forwarder;
+#[path = "../support/s3.rs"]
+mod s3;
+
 mod async_tasks;
 mod auth;
 mod functions;
@@ -10,3 +18,4 @@ mod invoke;
 mod lifecycle;
 mod logs;
 mod metrics;
+mod storage;

@@ -1,15 +1,13 @@
-//! Store tests for async configs and tasks, each on a fresh SQLite file.
+//! Async invoke configs and task records: guarded transitions, event history, listing.
 
 use std::sync::Arc;
 
-use super::*;
-use crate::model::async_task::{Destination, DestinationConfig};
+use nubis::model::async_task::{
+    AsyncConfig, AsyncConfigRecord, AsyncTask, Destination, DestinationConfig, TaskEvent, TaskStatus,
+};
+use nubis::store::{StoreError, TaskChange, TaskQuery};
 
-async fn store() -> (Store, tempfile::TempDir) {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open_sqlite(&dir.path().join("meta.db")).await.unwrap();
-    (store, dir)
-}
+use crate::harness::TestDb;
 
 fn task(function: &str, id: &str, created_ms: i64) -> AsyncTask {
     AsyncTask {
@@ -35,9 +33,8 @@ fn to(status: TaskStatus, at_ms: i64) -> TaskChange {
     TaskChange { status: Some(status), at_ms, event_detail: format!("to {status}"), ..Default::default() }
 }
 
-#[tokio::test]
-async fn insert_get_and_duplicates() {
-    let (s, _dir) = store().await;
+pub async fn insert_get_and_duplicates(db: &TestDb) {
+    let s = db.open().await;
     let mut t = task("f", "t1", 100);
     t.return_payload = Some(vec![0, 255]);
     t.error_message = Some("e".into());
@@ -51,9 +48,8 @@ async fn insert_get_and_duplicates() {
     assert_eq!(s.get_task("h", "t1").await.unwrap(), None);
 }
 
-#[tokio::test]
-async fn list_filters_and_pages_both_ways() {
-    let (s, _dir) = store().await;
+pub async fn list_filters_and_pages_both_ways(db: &TestDb) {
+    let s = db.open().await;
     // created_ms repeats every 3 tasks so the task id must break ties.
     let mut all = Vec::new();
     for i in 0..20 {
@@ -109,10 +105,9 @@ async fn list_filters_and_pages_both_ways() {
     assert_eq!(s.list_tasks(&g("")).await.unwrap().len(), 3);
 }
 
-#[tokio::test]
-async fn transitions_are_guarded_and_recorded() {
+pub async fn transitions_are_guarded_and_recorded(db: &TestDb) {
     use TaskStatus::*;
-    let (s, _dir) = store().await;
+    let s = db.open().await;
     s.insert_task(&task("f", "t", 100)).await.unwrap();
     const STOPPABLE: &[TaskStatus] = &[Enqueued, Retrying, Running];
 
@@ -150,9 +145,8 @@ async fn transitions_are_guarded_and_recorded() {
     assert_eq!(u.events.last().unwrap(), &TaskEvent { event_id: 3, status: Stopping, timestamp: 121, event_detail: "note".into() });
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn concurrent_transitions_lose_no_event() {
-    let (s, _dir) = store().await;
+pub async fn concurrent_transitions_lose_no_event(db: &TestDb) {
+    let s = db.open().await;
     s.insert_task(&task("f", "t", 0)).await.unwrap();
     let s = Arc::new(s);
     let writers: Vec<_> = (1..=50)
@@ -177,17 +171,14 @@ async fn concurrent_transitions_lose_no_event() {
     assert_eq!(details, want);
 }
 
-#[tokio::test]
-async fn configs_upsert_list_delete() {
-    let (s, _dir) = store().await;
+pub async fn configs_upsert_list_delete(db: &TestDb) {
+    let s = db.open().await;
     let mut cfg = AsyncConfig { async_task: true, ..Default::default() };
     let first = s.put_async_config("f", "LATEST", &cfg).await.unwrap();
     assert_eq!((first.function_name.as_str(), first.qualifier.as_str(), &first.config), ("f", "LATEST", &cfg));
     // Backdate the row: an update must keep createdTime and move lastModifiedTime.
-    sqlx::query("UPDATE async_invoke_configs SET created_time = '2020-01-01T00:00:00Z', last_modified_time = '2020-01-01T00:00:00Z'")
-        .execute(&s.pool)
-        .await
-        .unwrap();
+    db.exec("UPDATE async_invoke_configs SET created_time = '2020-01-01T00:00:00Z', last_modified_time = '2020-01-01T00:00:00Z'")
+        .await;
     cfg.max_async_retry_attempts = 0;
     cfg.destination_config = Some(DestinationConfig {
         on_failure: Some(Destination { destination: "acs:fc:r:a:functions/dlq".into() }),
@@ -221,9 +212,8 @@ async fn configs_upsert_list_delete() {
     assert!(!s.delete_async_config("f", "prod").await.unwrap());
 }
 
-#[tokio::test]
-async fn delete_function_state_and_counts() {
-    let (s, _dir) = store().await;
+pub async fn delete_function_state_and_counts(db: &TestDb) {
+    let s = db.open().await;
     for (f, id) in [("f", "a"), ("f", "b"), ("f", "c"), ("g", "a")] {
         s.insert_task(&task(f, id, 1)).await.unwrap();
     }
