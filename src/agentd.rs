@@ -41,7 +41,8 @@ impl Agent {
         let cancel = CancellationToken::new();
         let metrics = Metrics::default();
         let logs = crate::server::open_logs(&cfg, &tracker, &cancel, &metrics).await?;
-        let code = CodeStore::local(&dir.join("code"))?;
+        // The controllers' code store (S3 in a cluster): agents fetch packages themselves.
+        let code = CodeStore::open(&cfg.codestore, dir).await.context("opening the code store")?;
         let node = crate::server::local_node(&cfg, &code, &logs, &tracker).await?;
         // The body limit covers the largest event plus headroom for the JSON spec of a start.
         let service = AgentService::new(Arc::new(node), &cfg.cluster.secret, cfg.limits.max_sync_payload_bytes + (1 << 20));

@@ -45,16 +45,19 @@ impl Cluster {
 
     pub async fn controller(&self) -> TestApp {
         let (prefix, endpoints) = (self.prefix.clone(), etcd_endpoints());
-        spawn_app_with(move |c| {
+        let app = spawn_app_with(move |c| {
             c.server.roles = ["api", "scheduler", "dispatcher"].map(String::from).to_vec();
             c.cluster.etcd_endpoints = endpoints.split(',').map(String::from).collect();
             c.cluster.secret = SECRET.into();
             c.cluster.key_prefix = prefix;
             c.cluster.lease_ttl_secs = TTL_SECS;
+            c.cluster.controller_listen = "127.0.0.1:0".parse().unwrap();
             // Instances are stopped by the reaper; a short interval lets drain tests see it.
             c.scheduler.reap_interval_ms = 200;
         })
-        .await
+        .await;
+        wait_for_leader(&app.api).await;
+        app
     }
 
     /// Start `nubis agent` as its own process.
@@ -121,6 +124,22 @@ pub async fn remove_containers(node_id: &str) {
         let opts = bollard::query_parameters::RemoveContainerOptions { force: true, ..Default::default() };
         let _ = docker.remove_container(c.id.as_deref().unwrap_or_default(), Some(opts)).await;
     }
+}
+
+/// The controller's view of the election: `leader`, or `follower` with the leader's URL.
+pub async fn cluster_role(api: &ApiClient) -> Value {
+    let r = api.request("GET", "/nubis/admin/v1/cluster", "", &[], vec![]).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.json()
+}
+
+/// Wait until this controller leads or knows who does.
+pub async fn wait_for_leader(api: &ApiClient) {
+    eventually(Duration::from_secs(30), "a scheduler leader", || async {
+        let c = cluster_role(api).await;
+        (c["role"] == "leader" || c["leader"].is_string()).then_some(())
+    })
+    .await;
 }
 
 pub async fn nodes(api: &ApiClient) -> Vec<Value> {
