@@ -58,8 +58,6 @@ done
 ROOT=${ROOT%/}
 if [ -n "$ROOT" ]; then
   [ "$ENABLE$START" = 00 ] || die "--enable/--start act on this machine's systemd: not with --root"
-  mkdir -p "$ROOT"
-  ROOT=$(cd "$ROOT" && pwd)
 elif [ "$(id -u)" != 0 ]; then
   die "run as root (or use --root DIR to stage the files somewhere else)"
 fi
@@ -76,6 +74,11 @@ fi
 for f in "$HERE/$UNIT" "$HERE/nubis-nodes" "$HERE/nubis.env.example" "$EXAMPLE"; do
   [ -f "$f" ] || die "missing $f (run install.sh from a Nubis checkout)"
 done
+
+if [ -n "$ROOT" ]; then
+  mkdir -p "$ROOT"
+  ROOT=$(cd "$ROOT" && pwd)
+fi
 
 USER_NAME=nubis
 CHANGED=()      # what a running service would need a restart for
