@@ -2,7 +2,9 @@
 # Run every Nubis test: install dependencies, build the test runtime images, build (debug profile,
 # shared with `cargo test`), run `cargo test`, then the end-to-end test through the official Python
 # SDK against a real `nubis server` (tests/sdk/test_sdk.py). Exit status is non-zero on any failure.
-# The last line of output is the overall `N passed, N failed` (cargo tests + SDK tests + server checks).
+# Then scripts/check-deploy.sh checks deploy/, docker-compose.yml and the Dockerfiles (one check).
+# The last line of output is the overall `N passed, N failed` (cargo tests + SDK tests + server
+# checks + deploy checks).
 #
 #   bash scripts/test.sh
 #
@@ -257,6 +259,13 @@ print(d["accessKeyId"], d["accessKeySecret"])' 2>/dev/null) || true
   [ "$f" -eq 0 ] && [ "$rc" -eq 0 ]
 }
 
+step_deploy_checks() { # one check in the totals; its own PASS/FAIL lines are in the log
+  local rc=0
+  NUBIS_BIN=$NUBIS bash scripts/check-deploy.sh 2>&1 | tee "$LOGS/check-deploy.log" || rc=$?
+  if [ "$rc" -eq 0 ]; then TESTS_PASSED=$((TESTS_PASSED + 1)); else TESTS_FAILED=$((TESTS_FAILED + 1)); fi
+  return "$rc"
+}
+
 # ---------------------------------------------------------------------------------------- run
 if ! section "install deps" step_install_deps; then
   skip "build" "dependencies missing"
@@ -271,6 +280,7 @@ else
     skip "cargo test" "build failed"
     skip "sdk e2e" "build failed"
   fi
+  section "deploy checks" step_deploy_checks || true
 fi
 
 echo
