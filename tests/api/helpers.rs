@@ -36,6 +36,13 @@ pub struct ApiClient {
     http: reqwest::Client,
 }
 
+impl ApiClient {
+    /// A client of a server started some other way (a `nubis server` process).
+    pub fn new(addr: SocketAddr, ak: &str, sk: &str) -> Self {
+        Self { addr, ak: ak.to_string(), sk: sk.to_string(), http: reqwest::Client::new() }
+    }
+}
+
 impl std::ops::Deref for TestApp {
     type Target = ApiClient;
     fn deref(&self) -> &ApiClient {

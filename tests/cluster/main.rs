@@ -8,7 +8,14 @@
 #[path = "../api/helpers.rs"]
 mod helpers;
 
+#[path = "../support/databases.rs"]
+mod databases;
+#[path = "../support/s3.rs"]
+mod s3;
+
+mod etcd;
 mod failover;
+mod ha;
 mod membership;
 
 use std::process::Stdio;
@@ -29,6 +36,8 @@ pub fn etcd_endpoints() -> String {
 pub struct Cluster {
     pub prefix: String,
     pub tag: String,
+    /// etcd endpoints of this cluster's own etcd, when it has one (else the shared one).
+    pub etcd: Option<String>,
 }
 
 impl Default for Cluster {
@@ -40,7 +49,7 @@ impl Default for Cluster {
 impl Cluster {
     pub fn new() -> Self {
         let tag = uuid::Uuid::new_v4().simple().to_string()[..8].to_string();
-        Self { prefix: format!("/nubis-test-{tag}"), tag }
+        Self { prefix: format!("/nubis-test-{tag}"), tag, etcd: None }
     }
 
     pub async fn controller(&self) -> TestApp {
@@ -60,52 +69,74 @@ impl Cluster {
         app
     }
 
-    /// Start `nubis agent` as its own process.
-    pub fn agent(&self, name: &str) -> AgentProcess {
+    /// Start `nubis agent` as its own process, on 127.0.0.1.
+    pub fn agent(&self, name: &str) -> NubisProcess {
+        self.agent_on(name, "127.0.0.1", &[])
+    }
+
+    /// Start `nubis agent` listening on `ip` (any 127.0.0.x), with extra environment.
+    pub fn agent_on(&self, name: &str, ip: &str, env: &[(String, String)]) -> NubisProcess {
         let node_id = format!("{}-{name}", self.tag);
-        let dir = tempfile::tempdir().unwrap();
-        let log = std::fs::File::create(dir.path().join("agent.log")).unwrap();
-        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_nubis"))
-            .args(["agent", "--listen", "127.0.0.1:0", "--join", &etcd_endpoints(), "--node-id", &node_id])
-            .arg("--data-dir")
-            .arg(dir.path())
-            .env("NUBIS_CLUSTER__SECRET", SECRET)
-            .env("NUBIS_CLUSTER__KEY_PREFIX", &self.prefix)
-            .env("NUBIS_CLUSTER__LEASE_TTL_SECS", TTL_SECS.to_string())
-            .env("NUBIS_AGENT__PULL_MISSING_IMAGES", "false")
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(log)
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start nubis agent");
-        AgentProcess { node_id, child, dir }
+        let endpoints = self.etcd.clone().unwrap_or_else(etcd_endpoints);
+        let args = ["agent", "--listen", &format!("{ip}:0"), "--join", &endpoints, "--node-id", &node_id].map(String::from);
+        NubisProcess::start(&node_id, &args, &self.env(env))
+    }
+
+    /// The environment every process of this cluster shares.
+    pub fn env(&self, extra: &[(String, String)]) -> Vec<(String, String)> {
+        let mut env = vec![
+            ("NUBIS_CLUSTER__SECRET".to_string(), SECRET.to_string()),
+            ("NUBIS_CLUSTER__KEY_PREFIX".to_string(), self.prefix.clone()),
+            ("NUBIS_CLUSTER__LEASE_TTL_SECS".to_string(), TTL_SECS.to_string()),
+            ("NUBIS_AGENT__PULL_MISSING_IMAGES".to_string(), "false".to_string()),
+            ("RUST_LOG".to_string(), "info".to_string()),
+        ];
+        env.extend_from_slice(extra);
+        env
     }
 }
 
-pub struct AgentProcess {
+/// A `nubis` process of the test (agent or controller), killed with the test.
+pub struct NubisProcess {
+    /// The node id (agents) or a name (controllers).
     pub node_id: String,
     pub child: tokio::process::Child,
     pub dir: tempfile::TempDir,
 }
 
-impl AgentProcess {
+impl NubisProcess {
+    pub fn start(name: &str, args: &[String], env: &[(String, String)]) -> Self {
+        Self::start_in(name, tempfile::tempdir().unwrap(), args, env)
+    }
+
+    /// Start with `dir` as the data directory (stderr goes to `dir/nubis.log`).
+    pub fn start_in(name: &str, dir: tempfile::TempDir, args: &[String], env: &[(String, String)]) -> Self {
+        let log = std::fs::File::create(dir.path().join("nubis.log")).unwrap();
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_nubis"));
+        cmd.args(args).arg("--data-dir").arg(dir.path()).stdout(Stdio::null()).stderr(log).kill_on_drop(true);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("start nubis");
+        Self { node_id: name.to_string(), child, dir }
+    }
+
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("agent.log")).unwrap_or_default()
+        std::fs::read_to_string(self.dir.path().join("nubis.log")).unwrap_or_default()
     }
 
     pub async fn kill9(&mut self) {
-        self.child.kill().await.expect("kill -9 the agent");
+        self.child.kill().await.expect("kill -9");
     }
 
     pub fn sigterm(&self) {
-        let pid = self.child.id().expect("agent running") as i32;
-        // SAFETY-free: kill(2) through the `kill` command keeps the test free of libc.
+        let pid = self.child.id().expect("process running") as i32;
+        // Through the `kill` command: keeps the test free of libc.
         std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status().expect("kill -TERM");
     }
 }
 
-impl Drop for AgentProcess {
+impl Drop for NubisProcess {
     fn drop(&mut self) {
         // A killed agent leaves its containers; remove them so tests do not leak.
         let node = self.node_id.clone();
