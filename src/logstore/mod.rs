@@ -27,6 +27,7 @@ use utoipa::ToSchema;
 
 use crate::config::LogsConfig;
 
+pub mod cluster;
 pub mod shipper;
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
