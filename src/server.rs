@@ -6,7 +6,7 @@
 //! → listener.
 //! Stop (SIGTERM/SIGINT): stop accepting → drain in-flight requests (bounded by
 //! `server.shutdown_grace_secs`) → stop the dispatcher (unfinished messages back to the queue)
-//! → stop background tasks → stop every instance → close the DB.
+//! → stop every instance → stop background tasks (the log writer flushes) → close the DB.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -185,8 +185,10 @@ impl Server {
         if tokio::time::timeout(grace, self.dispatch.wait()).await.is_err() {
             tracing::warn!("async dispatches still running after the grace period; their leases will return them");
         }
-        self.cancel.cancel();
+        // Instances first, while the log store still takes lines: their last output, and the
+        // summaries of their last invocations (a stop waits for those), are stored.
         self.state.rm.stop_all().await;
+        self.cancel.cancel();
         self.tracker.close();
         if tokio::time::timeout(std::time::Duration::from_secs(10), self.tracker.wait()).await.is_err() {
             tracing::warn!("background tasks did not finish in 10 s");

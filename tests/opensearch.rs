@@ -92,13 +92,14 @@ async fn os_count(prefix: &str, query: Value) -> u64 {
     r.json::<Value>().await.unwrap()["count"].as_u64().unwrap_or(0)
 }
 
-/// Wait until logs.db holds every marker line of `calls` calls and the index holds exactly the
-/// function's stored lines; returns that count.
+/// Wait until logs.db holds every marker line and summary of `calls` calls and the index holds
+/// exactly the function's stored lines; returns that count.
 async fn wait_all_shipped(app: &TestApp, prefix: &str, function: &str, calls: usize) -> usize {
     eventually(Duration::from_secs(90), "every stored line is in OpenSearch", || async {
         let lines = stored(app, function).await;
         let markers = lines.iter().filter(|l| l.message.contains(MARKER)).count();
-        if markers < calls * LINES_PER_CALL {
+        let summaries = lines.iter().filter(|l| l.stream == "platform").count();
+        if markers < calls * LINES_PER_CALL || summaries < calls {
             return None;
         }
         let in_index = os_count(prefix, json!({"term": {"functionName": function}})).await;
@@ -154,6 +155,17 @@ async fn every_stored_line_is_shipped_once_and_searchable_by_request() {
     msgs.sort();
     want.sort();
     assert_eq!(msgs, want);
+    // The invocation's summary is a document of its own, with its fields structured.
+    let summaries: Vec<_> = hits.iter().filter(|h| h["_source"]["stream"] == "platform").collect();
+    assert_eq!(summaries.len(), 1, "one summary document per invocation");
+    let s = &summaries[0]["_source"]["summary"];
+    assert_eq!((s["requestId"].as_str(), s["outcome"].as_str(), s["memorySizeMB"].as_u64()), (Some(rid.as_str()), Some("success"), Some(128)), "{s}");
+    assert!(s["maxMemoryUsedMB"].as_f64().is_some_and(|m| m > 0.0) && s["durationMs"].as_f64().is_some_and(|d| d > 0.0), "{s}");
+    let by_field = os_count(&prefix, json!({"bool": {"filter": [
+        {"term": {"summary.outcome": "success"}}, {"term": {"functionName": f}}, {"range": {"summary.durationMs": {"gt": 0}}}
+    ]}}))
+    .await;
+    assert_eq!(by_field, calls as u64, "summaries are searchable by their fields");
     // The documents are searchable a moment before the shipper records the batch as done.
     eventually(Duration::from_secs(10), "nubis_log_lines_shipped_total counts every line", || async {
         (app.state.metrics.log_lines_shipped.get() >= total as u64).then_some(())

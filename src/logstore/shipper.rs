@@ -14,7 +14,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use opensearch::{BulkParts, OpenSearch};
-use serde_json::json;
+use serde_json::{Value, json};
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
 use sqlx::{Row, SqlitePool};
 use tokio_util::sync::CancellationToken;
@@ -55,6 +55,8 @@ struct LineRow {
     instance_id: String,
     stream: String,
     message: String,
+    /// The invocation summary's JSON, on platform lines.
+    summary: Option<String>,
 }
 
 /// Why a round shipped less than its batch.
@@ -149,7 +151,7 @@ impl Shipper {
         let max: Option<i64> = sqlx::query_scalar("SELECT MAX(id) FROM log_lines").fetch_one(&self.pool).await?;
         self.metrics.backlog.set((max.unwrap_or(0) - cursor).max(0));
         let rows = sqlx::query(
-            "SELECT id, ts_ms, function_name, request_id, instance_id, stream, message FROM log_lines WHERE id > ? ORDER BY id LIMIT ?",
+            "SELECT id, ts_ms, function_name, request_id, instance_id, stream, message, summary FROM log_lines WHERE id > ? ORDER BY id LIMIT ?",
         )
         .bind(cursor)
         .bind(self.cfg.batch_size.max(1) as i64)
@@ -165,6 +167,7 @@ impl Shipper {
                 instance_id: r.try_get("instance_id")?,
                 stream: r.try_get("stream")?,
                 message: r.try_get("message")?,
+                summary: r.try_get("summary")?,
             })
         })
         .collect::<Result<Vec<_>, sqlx::Error>>()?;
@@ -177,7 +180,7 @@ impl Shipper {
                 "_index": format!("{}-{}", self.cfg.index_prefix, t.format("%Y.%m.%d")),
                 "_id": self.doc_id(r.id),
             }});
-            let doc = json!({
+            let mut doc = json!({
                 "@timestamp": t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
                 "functionName": r.function_name,
                 "qualifier": "LATEST",
@@ -188,6 +191,9 @@ impl Shipper {
                 "stream": r.stream,
                 "message": r.message,
             });
+            if let Some(s) = r.summary.as_deref().and_then(|s| serde_json::from_str::<Value>(s).ok()) {
+                doc["summary"] = s;
+            }
             body.push(action.to_string());
             body.push(doc.to_string());
         }

@@ -8,5 +8,7 @@ mod auth;
 mod functions;
 mod invoke;
 mod lifecycle;
+mod log_queries;
 mod logs;
 mod metrics;
+mod summary;
