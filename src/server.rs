@@ -25,7 +25,7 @@ use crate::codestore::{CodeStore, package};
 use crate::config::Config;
 use crate::dispatcher::Dispatcher;
 use crate::queue::{Queue, embedded::EmbeddedQueue, kafka::KafkaQueue};
-use crate::logstore::{LogStore, shipper};
+use crate::logstore::{LogSearch, LogStore, shipper};
 use crate::metrics::Metrics;
 use crate::scheduler::{ResourceManager, spec::Platform};
 use crate::store::Store;
@@ -93,6 +93,7 @@ impl Server {
             s.spawn(logs.clone(), &tracker, cancel.child_token());
             tracing::info!(url = %cfg.opensearch.url, index_prefix = %cfg.opensearch.index_prefix, "shipping logs to OpenSearch");
         }
+        let log_search = LogSearch::new(&cfg.opensearch, logs.clone()).context("connecting the log search")?;
         let limits = package::Limits {
             max_zip_bytes: cfg.limits.max_code_zip_bytes,
             max_unzipped_bytes: cfg.limits.max_code_unzipped_bytes,
@@ -145,6 +146,7 @@ impl Server {
             queue,
             metrics,
             logs,
+            log_search,
             functions: Arc::new(FunctionCache::default()),
             code_url_key,
             code_gc: Arc::default(),

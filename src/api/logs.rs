@@ -1,6 +1,7 @@
 //! GetFunctionLogs, a Nubis extension (FC keeps logs in a separate log service): a function's
 //! log lines (and the platform's summary of each invocation) by request id, instance, time
-//! range and text, newest first, paged. Signed like every FC call.
+//! range and text, newest first, paged. Signed like every FC call. The lines come from the
+//! search cluster when `[opensearch]` is enabled (every node's), else from this node's store.
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
@@ -60,6 +61,6 @@ pub async fn get_function_logs(
         before_id: None,
         limit,
     };
-    let page = st.logs.page(&query, cursor.as_deref()).await?;
+    let page = st.log_search.page(&query, cursor.as_deref()).await?;
     Ok(Json(GetFunctionLogsOutput { logs: page.lines, next_token: page.next.as_deref().map(paging::encode) }))
 }

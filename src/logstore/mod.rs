@@ -4,11 +4,15 @@
 //! - [`local`]: the node's own store, `<data_dir>/logs.db` (SQLite): written through a bounded
 //!   channel so invocations never wait for the disk; retention by age and count.
 //! - [`shipper`]: tails the local store into Elasticsearch/OpenSearch, exactly once.
+//! - [`search`]: GetFunctionLogs' query, on the local store or, when a cluster is configured,
+//!   on the cluster (in a cluster of nodes every node ships there; a node's store has only its
+//!   own lines).
 //! - [`cluster`]: the client of the search cluster and its index template.
 //! - [`summary`]: the per-invocation platform record.
 
 pub mod cluster;
 pub mod local;
+pub mod search;
 pub mod shipper;
 pub mod summary;
 
@@ -16,6 +20,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 pub use local::LogStore;
+pub use search::LogSearch;
 pub use summary::InvocationSummary;
 
 /// A line on its way into the store.
