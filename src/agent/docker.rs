@@ -190,6 +190,9 @@ impl DockerNode {
 
     fn follow_logs(&self, container_id: String, capture: Arc<LogCapture>) {
         let docker = self.docker.clone();
+        // The follower outlives the invocation that started the instance: a span of its own,
+        // not that request's.
+        let span = tracing::info_span!(parent: None, "logs", container = %&container_id[..12.min(container_id.len())]);
         self.tracker.spawn(async move {
             let opts = LogsOptions { follow: true, stdout: true, stderr: true, ..Default::default() };
             let mut stream = docker.logs(&container_id, Some(opts));
@@ -212,7 +215,7 @@ impl DockerNode {
             if !partial.is_empty() {
                 capture.line("stdout", &partial);
             }
-        });
+        }.instrument(span));
     }
 
     async fn container_state(&self, id: &str) -> Option<(bool, bool, Option<i64>)> {
@@ -368,6 +371,7 @@ impl Node for DockerNode {
             e => docker_err(e),
         })?;
         let id = created.id;
+        tracing::debug!(instance = %spec.instance_id, container = %id, image = %spec.image, "container created");
         let capture = Arc::new(LogCapture::new(
             spec.function_name.clone(),
             spec.instance_id.clone(),
@@ -380,8 +384,10 @@ impl Node for DockerNode {
             let info = self.docker.inspect_container(&id, None::<InspectContainerOptions>).await.map_err(docker_err)?;
             let ip = container_ip(&info).ok_or_else(|| AgentError::Internal("container has no bridge IP".into()))?;
             let addr = SocketAddr::new(ip, spec.port);
+            tracing::debug!(instance = %spec.instance_id, %addr, "container started; waiting until it is ready");
             self.wait_ready(&id, addr, &spec).await?;
             if let Some(timeout) = spec.initializer_timeout {
+                tracing::debug!(instance = %spec.instance_id, "calling the initializer");
                 let mut headers = spec.base_headers.clone();
                 let request_id = crate::model::new_request_id();
                 headers.insert("x-fc-request-id", HeaderValue::from_str(&request_id).expect("ascii id"));
@@ -474,6 +480,7 @@ impl Node for DockerNode {
         if let Some(r) = running {
             // Summaries still reading its memory go first (each bounded by STATS_TIMEOUT).
             let _measured = r.measuring.write().await;
+            tracing::debug!(instance = instance_id, "removing the container");
             self.remove(&r.container_id).await;
         }
     }

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 use crate::agent::{AgentError, InstanceInfo, Node};
 use crate::config::SchedulerConfig;
@@ -161,9 +162,10 @@ fn new_instance_id() -> String {
 }
 
 impl Inner {
+    /// In the caller's span: a discard's stop is part of the invocation that failed.
     fn stop_later(self: &Arc<Self>, instance_id: String) {
         let node = self.node.clone();
-        self.tracker.spawn(async move { node.stop_instance(&instance_id).await });
+        self.tracker.spawn(async move { node.stop_instance(&instance_id).await }.in_current_span());
     }
 
     fn snapshot(&self, pools: &HashMap<String, Pool>, function: &str) -> NodeSnapshot {
@@ -271,10 +273,8 @@ impl ResourceManager {
                 // Start one more only if the places already on their way do not cover the
                 // callers waiting (plus this one): a burst starts what it needs, no more.
                 if current < inner.cfg.max_instances_per_function && pool.starting * concurrency < pool.waiting + 1 {
-                    placement::place(
-                        &[snapshot],
-                        Demand { memory_mb: f.config.memory_size.into(), cpu: f.config.cpu },
-                    )?;
+                    placement::place(&[snapshot], Demand { memory_mb: f.config.memory_size.into(), cpu: f.config.cpu })
+                        .inspect_err(|e| tracing::info!(function = name, "no room for a new instance: {e}"))?;
                     pool.starting += 1;
                     Some(Ok(()))
                 } else {
@@ -294,6 +294,7 @@ impl ResourceManager {
                 Some(Err(notified)) => {
                     let _waiting = Waiting { inner, function: name };
                     if tokio::time::timeout_at(deadline.into(), notified).await.is_err() {
+                        tracing::info!(function = name, "throttled: no slot freed in time");
                         return Err(AcquireError::Throttled {
                             function: name.to_string(),
                             limit: inner.cfg.max_instances_per_function,
@@ -321,11 +322,14 @@ impl ResourceManager {
         let (name, revision) = (f.name.to_string(), f.revision);
         let (memory_mb, cpu, concurrency) = (f.config.memory_size.into(), f.config.cpu, f.config.instance_concurrency);
         let rm = self.clone();
+        tracing::info!(function = %name, instance = %instance_id, revision, "starting an instance");
+        // In the caller's span: the lines of this start belong to the invocation that asked.
         let task = inner.tracker.spawn(async move {
             let t0 = Instant::now();
             let started = rm.inner.node.start_instance(spec).await;
             match started {
                 Ok(info) => {
+                    tracing::info!(instance = %info.instance_id, ms = t0.elapsed().as_millis() as u64, "instance ready");
                     rm.inner.metrics.cold_starts.with_label_values(&[&name]).inc();
                     rm.inner.metrics.cold_start_seconds.with_label_values(&[&name]).observe(t0.elapsed().as_secs_f64());
                     let inst = Instance {
@@ -342,11 +346,12 @@ impl ResourceManager {
                     Ok(())
                 }
                 Err(e) => {
+                    tracing::warn!(instance = %instance_id, "instance failed to start: {e}");
                     rm.finish_start(&name, None);
                     Err(e)
                 }
             }
-        });
+        }.in_current_span());
         match task.await {
             Ok(r) => r.map_err(AcquireError::from),
             Err(_) => Err(AcquireError::ShuttingDown),
