@@ -174,7 +174,8 @@ impl Default for LogsConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct OpenSearchConfig {
     pub enabled: bool,
-    /// Base URL of the cluster, e.g. `http://127.0.0.1:9200`.
+    /// Base URL of the cluster, e.g. `http://127.0.0.1:9200`; several nodes comma-separated
+    /// (requests rotate over them, so one node down only costs a retry).
     pub url: String,
     /// Basic-auth user; empty: no authentication.
     pub username: String,
@@ -185,6 +186,12 @@ pub struct OpenSearchConfig {
     pub batch_size: usize,
     /// Deadline of one request to the cluster.
     pub timeout_secs: u64,
+    /// PEM file of the CA (or CAs) that signed the cluster's certificate, for https URLs; empty:
+    /// the system's trusted roots.
+    pub ca_cert_file: String,
+    /// Accept any certificate from the cluster (no verification at all). For a test cluster
+    /// only: anyone in the path can read the logs and the credentials.
+    pub insecure_skip_verify: bool,
 }
 
 impl std::fmt::Debug for OpenSearchConfig {
@@ -197,6 +204,8 @@ impl std::fmt::Debug for OpenSearchConfig {
             .field("index_prefix", &self.index_prefix)
             .field("batch_size", &self.batch_size)
             .field("timeout_secs", &self.timeout_secs)
+            .field("ca_cert_file", &self.ca_cert_file)
+            .field("insecure_skip_verify", &self.insecure_skip_verify)
             .finish()
     }
 }
@@ -211,6 +220,8 @@ impl Default for OpenSearchConfig {
             index_prefix: "nubis-logs".into(),
             batch_size: 1000,
             timeout_secs: 10,
+            ca_cert_file: String::new(),
+            insecure_skip_verify: false,
         }
     }
 }
@@ -218,6 +229,11 @@ impl Default for OpenSearchConfig {
 impl OpenSearchConfig {
     pub fn timeout(&self) -> Duration {
         Duration::from_secs(self.timeout_secs)
+    }
+
+    /// The node URLs of `url`, in order, blanks dropped.
+    pub fn urls(&self) -> Vec<&str> {
+        self.url.split(',').map(str::trim).filter(|u| !u.is_empty()).collect()
     }
 }
 

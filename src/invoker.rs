@@ -1,14 +1,17 @@
 //! One invocation of a function: a slot from the resource manager, the event sent into the
 //! instance, the slot freed (or the instance discarded when it timed out, ran out of memory or
-//! crashed). Shared by the sync API path and the async dispatcher, so both see the same
-//! limits, the same cold starts and the same failure handling.
+//! crashed), the invocation counted and its summary record stored. Shared by the sync API path
+//! and the async dispatcher, so both see the same limits, the same cold starts, the same
+//! failure handling and the same records.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::http::HeaderMap;
 use bytes::Bytes;
 
-use crate::agent::{AgentError, InvokeRequest, InvokeResponse};
+use crate::agent::{AgentError, InvokeRequest, InvokeResponse, Node};
+use crate::logstore::InvocationSummary;
 use crate::metrics::Outcome;
 use crate::model::FunctionRecord;
 use crate::scheduler::{AcquireError, ResourceManager, Slot};
@@ -35,9 +38,7 @@ impl InvokeFailure {
                 | AcquireError::ShuttingDown
                 | AcquireError::NodeLost(_)
                 | AcquireError::NoLeader(_),
-            ) => {
-                true
-            }
+            ) => true,
             InvokeFailure::Acquire(AcquireError::Start(a)) | InvokeFailure::Agent(a) => {
                 matches!(a, AgentError::Unavailable(_) | AgentError::NotDelivered(_) | AgentError::Internal(_) | AgentError::Fenced { .. })
             }
@@ -77,13 +78,6 @@ fn outcome(result: &Result<InvokeResponse, InvokeFailure>) -> Outcome {
     }
 }
 
-impl Invocation {
-    /// Count this invocation in the metrics.
-    pub fn record(&self, rm: &ResourceManager, function: &str, kind: Kind) {
-        rm.metrics().invocation(function, kind.as_str(), outcome(&self.result), self.duration.as_secs_f64());
-    }
-}
-
 pub struct Invocation {
     pub result: Result<InvokeResponse, InvokeFailure>,
     pub instance_id: Option<String>,
@@ -91,75 +85,130 @@ pub struct Invocation {
     pub duration: Duration,
 }
 
-/// Acquire a slot and run the event in it.
-pub async fn invoke(
-    rm: &ResourceManager,
-    f: &FunctionRecord,
-    request_id: &str,
-    body: Bytes,
-    headers: HeaderMap,
-    want_logs: bool,
-) -> Invocation {
+/// One invocation to run: what the invoker needs besides the slot.
+pub struct Call<'a> {
+    pub f: &'a FunctionRecord,
+    /// Only `LATEST` exists today.
+    pub qualifier: &'a str,
+    pub request_id: &'a str,
+    pub kind: Kind,
+    pub body: Bytes,
+    /// Per-request headers for the instance.
+    pub headers: HeaderMap,
+    /// Return this invocation's log text (`x-fc-log-type: Tail`).
+    pub want_logs: bool,
+}
+
+/// Acquire a slot and run the event in it. An agent that could not even be connected to
+/// received nothing: its node is avoided from then on and the event is tried once more on
+/// another instance, so a dead node costs the caller nothing.
+pub async fn invoke(rm: &ResourceManager, call: Call<'_>) -> Invocation {
     let started = Instant::now();
     let mut retried = false;
     loop {
-        let inv = match rm.acquire(f).await {
+        match rm.acquire(call.f).await {
             Ok(slot) => {
-                let node_id = slot.instance().node_id.clone();
-                let inv = run(slot, f, request_id, body.clone(), headers.clone(), want_logs, started).await;
-                if matches!(inv.result, Err(InvokeFailure::Agent(AgentError::NotDelivered(_)))) {
-                    rm.suspect(&node_id);
+                let result = send(&slot, &call).await;
+                if let Err(AgentError::NotDelivered(e)) = &result
+                    && !retried
+                {
+                    tracing::info!(function = %call.f.name, "{e}; trying once more elsewhere");
+                    rm.suspect(&slot.instance().node_id);
+                    slot.discard();
+                    retried = true;
+                    continue;
                 }
-                inv
+                return complete(rm, slot, &call, result, started);
             }
-            Err(e) => Invocation { result: Err(e.into()), instance_id: None, cold_start: false, duration: started.elapsed() },
-        };
-        // An agent that could not be connected to received nothing: one more try, on another
-        // instance (its node is now avoided), hides a dead node from the caller.
-        let not_delivered = matches!(
-            inv.result,
-            Err(InvokeFailure::Agent(AgentError::NotDelivered(_)) | InvokeFailure::Acquire(AcquireError::Start(AgentError::NotDelivered(_))))
-        );
-        if not_delivered && !retried {
-            retried = true;
-            tracing::info!(function = %f.name, "node agent unreachable; trying once more elsewhere");
-            continue;
+            // The start's node was marked suspect by the resource manager.
+            Err(AcquireError::Start(AgentError::NotDelivered(_))) if !retried => retried = true,
+            Err(e) => return not_run(rm, &call, e, started),
         }
-        return inv;
     }
+}
+
+/// An invocation that got no slot (throttled, no capacity, the instance did not start): counted
+/// and summarized like any other.
+pub fn not_run(rm: &ResourceManager, call: &Call<'_>, e: AcquireError, started: Instant) -> Invocation {
+    let inv = Invocation { result: Err(e.into()), instance_id: None, cold_start: false, duration: started.elapsed() };
+    finish(rm, None, call, &inv);
+    inv
 }
 
 /// Run the event in an already acquired slot (the async dispatcher acquires separately, so
 /// that a shutdown can cancel the wait for a slot but never an event already in an instance).
-#[allow(clippy::too_many_arguments)]
-pub async fn run(
-    slot: Slot,
-    f: &FunctionRecord,
-    request_id: &str,
-    body: Bytes,
-    headers: HeaderMap,
-    want_logs: bool,
-    started: Instant,
-) -> Invocation {
-    let cold_start = slot.cold_start;
-    let instance_id = slot.instance().instance_id.clone();
+pub async fn run(rm: &ResourceManager, slot: Slot, call: Call<'_>, started: Instant) -> Invocation {
+    let result = send(&slot, &call).await;
+    complete(rm, slot, &call, result, started)
+}
+
+/// Send the event into the slot's instance (the body is reference-counted: a copy is cheap).
+async fn send(slot: &Slot, call: &Call<'_>) -> Result<InvokeResponse, AgentError> {
     let req = InvokeRequest {
-        request_id: request_id.to_string(),
-        body,
-        headers,
-        timeout: Duration::from_secs(f.config.timeout.into()),
-        want_logs,
+        request_id: call.request_id.to_string(),
+        body: call.body.clone(),
+        headers: call.headers.clone(),
+        timeout: Duration::from_secs(call.f.config.timeout.into()),
+        want_logs: call.want_logs,
     };
-    let result = match slot.node().invoke(slot.instance(), req).await {
-        Ok(r) => Ok(r),
-        Err(e) => {
-            tracing::info!(function = %f.name, instance = %instance_id, "invocation failed: {e}");
-            // Every failure after the event was sent leaves the instance in doubt: a timed-out
-            // handler may still be running, a crashed one is gone. Never hand it out again.
-            slot.discard();
-            return Invocation { result: Err(e.into()), instance_id: Some(instance_id), cold_start, duration: started.elapsed() };
+    slot.node().invoke(slot.instance(), req).await
+}
+
+/// Count and summarize the invocation, then free the slot (or discard its instance).
+fn complete(rm: &ResourceManager, slot: Slot, call: &Call<'_>, result: Result<InvokeResponse, AgentError>, started: Instant) -> Invocation {
+    let failed = result.is_err();
+    let instance_id = Some(slot.instance().instance_id.clone());
+    let inv = Invocation { result: result.map_err(Into::into), instance_id, cold_start: slot.cold_start, duration: started.elapsed() };
+    // Before a discard: the node reads the instance's memory before it stops it.
+    finish(rm, Some(slot.node()), call, &inv);
+    if let Err(e) = &inv.result {
+        tracing::info!(function = %call.f.name, instance = inv.instance_id.as_deref().unwrap_or_default(), "invocation failed: {e}; discarding the instance");
+    }
+    if failed {
+        // Every failure after the event was sent leaves the instance in doubt: a timed-out
+        // handler may still be running, a crashed one is gone. Never hand it out again.
+        slot.discard();
+    } else {
+        drop(slot);
+    }
+    inv
+}
+
+/// Count the invocation in the metrics and hand its summary record to the node that ran it
+/// (or, when none did, to this process's log store). Neither waits: the node measures memory
+/// and stores the record in the background.
+fn finish(rm: &ResourceManager, node: Option<&Arc<dyn Node>>, call: &Call<'_>, inv: &Invocation) {
+    let outcome = outcome(&inv.result);
+    rm.metrics().invocation(call.f.name.as_str(), call.kind.as_str(), outcome, inv.duration.as_secs_f64());
+    let end = chrono::Utc::now();
+    let start = end - chrono::Duration::from_std(inv.duration).unwrap_or_default();
+    let error = match &inv.result {
+        Ok(_) => String::new(),
+        Err(e) => e.to_string(),
+    };
+    let summary = InvocationSummary {
+        function_name: call.f.name.to_string(),
+        qualifier: call.qualifier.to_string(),
+        request_id: call.request_id.to_string(),
+        instance_id: inv.instance_id.clone().unwrap_or_default(),
+        node_id: node.map(|n| n.node_id().to_string()).unwrap_or_default(),
+        invocation_type: match call.kind {
+            Kind::Sync => "Sync",
+            Kind::Async => "Async",
         }
+        .to_string(),
+        start_time: start.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        end_time: end.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        // Milliseconds to two decimals (10 µs): finer is noise.
+        duration_ms: (inv.duration.as_secs_f64() * 100_000.0).round() / 100.0,
+        memory_size_mb: call.f.config.memory_size,
+        max_memory_used_mb: None,
+        outcome: outcome.as_str().to_string(),
+        cold_start: inv.cold_start,
+        error,
     };
-    drop(slot);
-    Invocation { result, instance_id: Some(instance_id), cold_start, duration: started.elapsed() }
+    match node {
+        Some(n) => n.report(summary),
+        None => rm.report_unplaced(summary),
+    }
 }

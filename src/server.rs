@@ -7,7 +7,7 @@
 //! → listener.
 //! Stop (SIGTERM/SIGINT): stop accepting → drain in-flight requests (bounded by
 //! `server.shutdown_grace_secs`) → stop the dispatcher (unfinished messages back to the queue)
-//! → stop background tasks → stop every instance → close the DB.
+//! → stop every instance → stop background tasks (the log writer flushes) → close the DB.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -27,7 +27,7 @@ use crate::cluster;
 use crate::config::{Config, redact_url_password};
 use crate::dispatcher::Dispatcher;
 use crate::queue::{Queue, embedded::EmbeddedQueue, kafka::KafkaQueue};
-use crate::logstore::{LogStore, shipper};
+use crate::logstore::{LogSearch, LogStore, shipper};
 use crate::metrics::Metrics;
 use crate::scheduler::{ResourceManager, spec::Platform};
 use crate::store::Store;
@@ -163,12 +163,14 @@ impl Server {
         let cancel = CancellationToken::new();
         let metrics = Arc::new(Metrics::default());
         let logs = open_logs(&cfg, &tracker, &cancel, &metrics).await?;
+        let log_search = LogSearch::new(&cfg.opensearch, logs.clone()).context("connecting the log search")?;
         let platform = Platform {
             region: cfg.server.region.clone(),
             account_id: cfg.server.account_id.clone(),
             images: cfg.agent.images.clone(),
         };
         let rm = ResourceManager::new(cfg.scheduler.clone(), platform, tracker.clone(), metrics.clone());
+        rm.set_local_logs(logs.clone(), cfg.agent.node_id.clone());
         if roles.agent {
             let node = local_node(&cfg, &code, &logs, &tracker).await?;
             rm.add_node(Arc::new(node), crate::scheduler::host_capacity(), String::new());
@@ -239,6 +241,7 @@ impl Server {
             queue,
             metrics,
             logs,
+            log_search,
             functions: Arc::new(FunctionCache::default()),
             code_url_key,
             code_gc: Arc::default(),
@@ -292,13 +295,15 @@ impl Server {
         // Leadership goes first (resigned: a follower takes over now), then the rest.
         self.stop_election.cancel();
         stop_internal.cancel();
-        self.cancel.cancel();
         if self.state.cfg.cluster.enabled() {
             // Instances belong to the cluster: the next leader adopts them.
             tracing::info!("leaving instances running for the cluster");
         } else {
+            // Instances first, while the log store still takes lines: their last output, and
+            // the summaries of their last invocations (a stop waits for those), are stored.
             self.state.rm.stop_all().await;
         }
+        self.cancel.cancel();
         self.tracker.close();
         if tokio::time::timeout(std::time::Duration::from_secs(10), self.tracker.wait()).await.is_err() {
             tracing::warn!("background tasks did not finish in 10 s");

@@ -1,10 +1,13 @@
-//! Log shipping to OpenSearch, against a real server speaking the OpenSearch REST API
-//! (`bash scripts/test-services.sh start opensearch`; `scripts/test.sh` starts it for the suite).
-//! Every line stored in logs.db must end up in the index exactly once, also across an outage of
-//! the cluster, and invocations must never wait for it.
+//! Log shipping to OpenSearch, and GetFunctionLogs reading from it, against a real server
+//! speaking the OpenSearch REST API (`bash scripts/test-services.sh start opensearch`;
+//! `scripts/test.sh` starts it for the suite). Every line stored in logs.db must end up in the
+//! index exactly once, also across an outage of the cluster, and invocations must never wait
+//! for it; GetFunctionLogs must answer from the cluster as it does from the local store.
 
 #[path = "api/helpers.rs"]
 mod helpers;
+#[path = "api/log_queries.rs"]
+mod log_queries;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -92,13 +95,14 @@ async fn os_count(prefix: &str, query: Value) -> u64 {
     r.json::<Value>().await.unwrap()["count"].as_u64().unwrap_or(0)
 }
 
-/// Wait until logs.db holds every marker line of `calls` calls and the index holds exactly the
-/// function's stored lines; returns that count.
+/// Wait until logs.db holds every marker line and summary of `calls` calls and the index holds
+/// exactly the function's stored lines; returns that count.
 async fn wait_all_shipped(app: &TestApp, prefix: &str, function: &str, calls: usize) -> usize {
     eventually(Duration::from_secs(90), "every stored line is in OpenSearch", || async {
         let lines = stored(app, function).await;
         let markers = lines.iter().filter(|l| l.message.contains(MARKER)).count();
-        if markers < calls * LINES_PER_CALL {
+        let summaries = lines.iter().filter(|l| l.stream == "platform").count();
+        if markers < calls * LINES_PER_CALL || summaries < calls {
             return None;
         }
         let in_index = os_count(prefix, json!({"term": {"functionName": function}})).await;
@@ -154,6 +158,17 @@ async fn every_stored_line_is_shipped_once_and_searchable_by_request() {
     msgs.sort();
     want.sort();
     assert_eq!(msgs, want);
+    // The invocation's summary is a document of its own, with its fields structured.
+    let summaries: Vec<_> = hits.iter().filter(|h| h["_source"]["stream"] == "platform").collect();
+    assert_eq!(summaries.len(), 1, "one summary document per invocation");
+    let s = &summaries[0]["_source"]["summary"];
+    assert_eq!((s["requestId"].as_str(), s["outcome"].as_str(), s["memorySizeMB"].as_u64()), (Some(rid.as_str()), Some("success"), Some(128)), "{s}");
+    assert!(s["maxMemoryUsedMB"].as_f64().is_some_and(|m| m > 0.0) && s["durationMs"].as_f64().is_some_and(|d| d > 0.0), "{s}");
+    let by_field = os_count(&prefix, json!({"bool": {"filter": [
+        {"term": {"summary.outcome": "success"}}, {"term": {"functionName": f}}, {"range": {"summary.durationMs": {"gt": 0}}}
+    ]}}))
+    .await;
+    assert_eq!(by_field, calls as u64, "summaries are searchable by their fields");
     // The documents are searchable a moment before the shipper records the batch as done.
     eventually(Duration::from_secs(10), "nubis_log_lines_shipped_total counts every line", || async {
         (app.state.metrics.log_lines_shipped.get() >= total as u64).then_some(())
@@ -277,4 +292,48 @@ async fn lines_left_unshipped_at_shutdown_are_shipped_after_a_restart() {
     let total = wait_all_shipped(&app, &prefix, f, 3).await;
     println!("after the restart: {total} lines stored, {total} documents");
     app.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_function_logs_reads_every_nodes_lines_from_the_cluster() {
+    let prefix = unique_prefix("query");
+    let a = app(&prefix).await;
+    // A second node shipping to the same indices, whose own logs.db never sees the function run.
+    let b = app(&prefix).await;
+    for app in [&a, &b] {
+        assert_eq!(app.create_function(python_function("talk", log_queries::TALKER)).await.status, 200);
+    }
+    let before = chrono::Utc::now().timestamp_millis() - 1;
+    let rids = log_queries::talk(&a, "talk").await;
+    log_queries::wait_visible(&b, "talk", &rids).await;
+    assert!(stored(&b, "talk").await.is_empty(), "node b ran nothing: what it answers comes from the cluster");
+    log_queries::check(&b, "talk", &rids, before).await;
+    log_queries::check(&a, "talk", &rids, before).await;
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn get_function_logs_answers_503_when_the_cluster_cannot_be_reached() {
+    // Refused: a port nothing listens on (bound, then let go).
+    let refused = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    // Silent: a listener that accepts connections (the kernel does) but never answers.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    for url in [format!("http://{refused}"), format!("http://{}", silent.local_addr().unwrap())] {
+        let app = spawn_app_with(|c| {
+            c.opensearch.enabled = true;
+            c.opensearch.url = url.clone();
+            c.opensearch.timeout_secs = 1;
+        })
+        .await;
+        assert_eq!(app.create_function(python_function("f", log_queries::TALKER)).await.status, 200);
+        let t = Instant::now();
+        let msg = log_queries::logs(&app, "f", "").await.assert_error(503, "ServiceUnavailable");
+        println!("{url}: 503 after {:?}: {msg}", t.elapsed());
+        assert!(t.elapsed() < Duration::from_secs(5), "bounded by opensearch.timeout_secs");
+        // The caller's mistakes are still theirs.
+        log_queries::logs(&app, "nope", "").await.assert_error(404, "FunctionNotFound");
+        log_queries::logs(&app, "f", "nextToken=%21%21").await.assert_error(400, "InvalidArgument");
+        app.shutdown().await.unwrap();
+    }
 }

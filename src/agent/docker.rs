@@ -12,7 +12,7 @@ use bollard::Docker;
 use bollard::models::{ContainerCreateBody, HostConfig, HostConfigLogConfig};
 use bollard::query_parameters::{
     CreateContainerOptions, CreateImageOptions, InspectContainerOptions, ListContainersOptions, LogsOptions,
-    RemoveContainerOptions,
+    RemoveContainerOptions, StatsOptions,
 };
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -21,12 +21,13 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 use super::codecache::CodeCache;
 use super::logs::LogCapture;
 use super::{AgentError, InstanceInfo, InstanceSpec, InvokeRequest, InvokeResponse, Node};
 use crate::config::AgentConfig;
-use crate::logstore::LogStore;
+use crate::logstore::{InvocationSummary, LogStore};
 
 pub const LABEL_MANAGED: &str = "nubis.managed";
 pub const LABEL_NODE: &str = "nubis.node";
@@ -40,6 +41,23 @@ struct Running {
     memory_mb: u32,
     /// The function's x-fc-* headers, sent on every call into the instance.
     base_headers: HeaderMap,
+    /// Held (read) by each summary still reading the container's memory; `stop_instance` takes
+    /// it (write) before removing the container, so a discarded instance is measured first.
+    measuring: Arc<tokio::sync::RwLock<()>>,
+}
+
+/// Longest wait for Docker's memory reading of an instance (one-shot stats answer in ~0.1 s).
+const STATS_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The container's peak memory use since it started, in bytes: cgroup v1 `max_usage` (page
+/// cache included). Engines on cgroup v2 report no peak; then the current usage, a lower bound.
+/// None when the container is gone or stopped (Docker reports zeros then).
+async fn memory_peak(docker: &Docker, container_id: &str) -> Option<u64> {
+    // one_shot: the engine answers at once instead of sampling twice, a second apart.
+    let opts = StatsOptions { stream: false, one_shot: true };
+    let read = async { docker.stats(container_id, Some(opts)).next().await?.ok() };
+    let mem = tokio::time::timeout(STATS_TIMEOUT, read).await.ok()??.memory_stats?;
+    mem.max_usage.or(mem.usage).filter(|b| *b > 0)
 }
 
 pub struct DockerNode {
@@ -172,6 +190,9 @@ impl DockerNode {
 
     fn follow_logs(&self, container_id: String, capture: Arc<LogCapture>) {
         let docker = self.docker.clone();
+        // The follower outlives the invocation that started the instance: a span of its own,
+        // not that request's.
+        let span = tracing::info_span!(parent: None, "logs", container = %&container_id[..12.min(container_id.len())]);
         self.tracker.spawn(async move {
             let opts = LogsOptions { follow: true, stdout: true, stderr: true, ..Default::default() };
             let mut stream = docker.logs(&container_id, Some(opts));
@@ -194,7 +215,7 @@ impl DockerNode {
             if !partial.is_empty() {
                 capture.line("stdout", &partial);
             }
-        });
+        }.instrument(span));
     }
 
     async fn container_state(&self, id: &str) -> Option<(bool, bool, Option<i64>)> {
@@ -350,6 +371,7 @@ impl Node for DockerNode {
             e => docker_err(e),
         })?;
         let id = created.id;
+        tracing::debug!(instance = %spec.instance_id, container = %id, image = %spec.image, "container created");
         let capture = Arc::new(LogCapture::new(
             spec.function_name.clone(),
             spec.instance_id.clone(),
@@ -362,8 +384,10 @@ impl Node for DockerNode {
             let info = self.docker.inspect_container(&id, None::<InspectContainerOptions>).await.map_err(docker_err)?;
             let ip = container_ip(&info).ok_or_else(|| AgentError::Internal("container has no bridge IP".into()))?;
             let addr = SocketAddr::new(ip, spec.port);
+            tracing::debug!(instance = %spec.instance_id, %addr, "container started; waiting until it is ready");
             self.wait_ready(&id, addr, &spec).await?;
             if let Some(timeout) = spec.initializer_timeout {
+                tracing::debug!(instance = %spec.instance_id, "calling the initializer");
                 let mut headers = spec.base_headers.clone();
                 let request_id = crate::model::new_request_id();
                 headers.insert("x-fc-request-id", HeaderValue::from_str(&request_id).expect("ascii id"));
@@ -385,6 +409,7 @@ impl Node for DockerNode {
                     capture,
                     memory_mb: spec.memory_mb,
                     base_headers: spec.base_headers,
+                    measuring: Arc::default(),
                 });
                 self.running.lock().expect("running lock").insert(spec.instance_id.clone(), running);
                 Ok(InstanceInfo { instance_id: spec.instance_id, node_id: self.node_id.clone(), addr })
@@ -422,9 +447,40 @@ impl Node for DockerNode {
         }
     }
 
+    fn report(&self, mut summary: InvocationSummary) {
+        summary.node_id = self.node_id.clone();
+        let running = self.get_running(&summary.instance_id);
+        // Taken now, before the caller can discard the instance: its stop waits for the reading.
+        let Some((container_id, guard)) =
+            running.and_then(|r| r.measuring.clone().try_read_owned().ok().map(|guard| (r.container_id.clone(), guard)))
+        else {
+            // Nothing to measure (no instance, or it is being stopped): stored now.
+            summary.set_memory(None);
+            self.logs.append(summary.into_line());
+            return;
+        };
+        let (docker, logs) = (self.docker.clone(), self.logs.clone());
+        self.tracker.spawn(
+            async move {
+                let t = Instant::now();
+                let peak = memory_peak(&docker, &container_id).await;
+                tracing::debug!(ms = t.elapsed().as_millis() as u64, bytes = peak, "instance memory read");
+                summary.set_memory(peak);
+                logs.append(summary.into_line());
+                // Held until the record is stored: shutdown stops instances (waiting for this)
+                // before it closes the log store.
+                drop(guard);
+            }
+            .in_current_span(),
+        );
+    }
+
     async fn stop_instance(&self, instance_id: &str) {
         let running = self.running.lock().expect("running lock").remove(instance_id);
         if let Some(r) = running {
+            // Summaries still reading its memory go first (each bounded by STATS_TIMEOUT).
+            let _measured = r.measuring.write().await;
+            tracing::debug!(instance = instance_id, "removing the container");
             self.remove(&r.container_id).await;
         }
     }

@@ -107,6 +107,7 @@ impl LogCapture {
             request_id: request_id.to_string(),
             stream,
             message,
+            summary: None,
         });
     }
 

@@ -17,6 +17,8 @@ use axum::http::HeaderMap;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
+use crate::logstore::InvocationSummary;
+
 /// Everything a node needs to start one instance of one function revision. Serializable: the
 /// resource manager sends it to remote agents.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -142,6 +144,10 @@ pub trait Node: Send + Sync + 'static {
     async fn start_instance(&self, spec: InstanceSpec) -> Result<InstanceInfo, AgentError>;
     /// Send one event to an instance and wait for its answer (at most `req.timeout`).
     async fn invoke(&self, instance: &InstanceInfo, req: InvokeRequest) -> Result<InvokeResponse, AgentError>;
+    /// Store the summary record of a finished invocation. Returns at once, so it never delays
+    /// an answer: the node reads the instance's memory peak in the background, then stores
+    /// the record. Call it before the instance is stopped, so that the reading comes first.
+    fn report(&self, summary: InvocationSummary);
     /// Stop and remove an instance. Idempotent.
     async fn stop_instance(&self, instance_id: &str);
     /// Remove instances a previous run of this node left behind. Returns how many.

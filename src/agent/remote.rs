@@ -143,6 +143,19 @@ impl Node for RemoteNode {
         Ok(InvokeResponse { status, headers, body, function_error, logs })
     }
 
+    /// Sent in the background to the agent, which measures the instance and stores the record
+    /// with its logs (and ships them). Not ordered with a following stop: a discarded instance
+    /// may be gone before it is measured, and the record then has no memory figure.
+    fn report(&self, summary: crate::logstore::InvocationSummary) {
+        let req = self.http.post(format!("{}/summaries", self.base)).header("authorization", self.auth.clone()).json(&summary);
+        let node = self.node_id.clone();
+        tokio::spawn(async move {
+            if let Err(e) = req.timeout(CONTROL_DEADLINE).send().await.and_then(|r| r.error_for_status()) {
+                tracing::warn!(node = %node, "invocation summary not delivered: {e}");
+            }
+        });
+    }
+
     async fn stop_instance(&self, instance_id: &str) {
         let r = self.control(reqwest::Method::DELETE, &format!("/instances/{instance_id}")).timeout(CONTROL_DEADLINE).send().await;
         match r {

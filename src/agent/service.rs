@@ -43,6 +43,7 @@ impl AgentService {
             .route("/internal/v1/instances/{id}", delete(stop))
             .route("/internal/v1/instances/{id}/invoke", post(invoke))
             .route("/internal/v1/reset", post(reset))
+            .route("/internal/v1/summaries", post(summary))
             .layer(DefaultBodyLimit::max(self.max_body))
             .layer(from_fn_with_state(self.clone(), fence))
             .layer(from_fn_with_state(self.secret.clone(), wire::require_secret))
@@ -107,6 +108,11 @@ async fn list(State(s): State<AgentService>) -> Json<Vec<InstanceReport>> {
 async fn stop(State(s): State<AgentService>, Path(id): Path<String>) -> StatusCode {
     s.instances.lock().expect("instances lock").remove(&id);
     s.node.stop_instance(&id).await;
+    StatusCode::NO_CONTENT
+}
+
+async fn summary(State(s): State<AgentService>, Json(summary): Json<crate::logstore::InvocationSummary>) -> StatusCode {
+    s.node.report(summary);
     StatusCode::NO_CONTENT
 }
 

@@ -9,6 +9,7 @@
 //! | `DELETE /internal/v1/instances/{id}` | | 204 |
 //! | `GET /internal/v1/instances` | | `[InstanceReport]` |
 //! | `POST /internal/v1/reset` | | `{"stopped": n}`: every instance stopped |
+//! | `POST /internal/v1/summaries` | an `InvocationSummary` | 204: the agent measures and stores it |
 //!
 //! Every call carries `Authorization: Bearer <cluster.secret>`. A failure of the agent or the
 //! function is answered with [`ERROR_HEADER`] set and an [`AgentError`](super::AgentError) as

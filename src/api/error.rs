@@ -11,6 +11,7 @@ use utoipa::ToSchema;
 use super::auth::AuthError;
 use crate::codestore::CodeStoreError;
 use crate::codestore::package::PackageError;
+use crate::logstore::LogStoreError;
 use crate::model::ValidationError;
 use crate::scheduler::AcquireError;
 use crate::store::StoreError;
@@ -138,6 +139,17 @@ impl From<CodeStoreError> for ApiError {
             CodeStoreError::NotFound(_) => Self::new(StatusCode::NOT_FOUND, "CodeNotFound", e.to_string()),
             e @ CodeStoreError::BadUrl(_) => Self::internal(e),
             e => Self::unavailable("code store", e),
+        }
+    }
+}
+
+impl From<LogStoreError> for ApiError {
+    fn from(e: LogStoreError) -> Self {
+        match e {
+            LogStoreError::BadCursor => super::paging::bad_token(),
+            e @ LogStoreError::Local(_) => Self::unavailable("log store", e),
+            // Unreachable, refusing, or answering nonsense: to the caller all the same, retry later.
+            e @ LogStoreError::Cluster(_) => Self::unavailable("log search cluster", e),
         }
     }
 }

@@ -116,8 +116,16 @@ pub async fn invoke_function(
         return super::async_invoke::accept(&st, &name, qualifier, &headers, body).await;
     }
     let request_id = current_request_id();
-    let inv = invoker::invoke(&st.rm, &f, &request_id, body, slot_headers(&headers), matches!(log_type, LogType::Tail)).await;
-    inv.record(&st.rm, &name, invoker::Kind::Sync);
+    let call = invoker::Call {
+        f: &f,
+        qualifier,
+        request_id: &request_id,
+        kind: invoker::Kind::Sync,
+        body,
+        headers: slot_headers(&headers),
+        want_logs: matches!(log_type, LogType::Tail),
+    };
+    let inv = invoker::invoke(&st.rm, call).await;
     let resp = match inv.result {
         Ok(r) => from_instance(r, "UnhandledInvocationError"),
         Err(InvokeFailure::Acquire(AcquireError::Start(AgentError::Initialization(r)))) => from_instance(r, "InitializationError"),

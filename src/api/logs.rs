@@ -1,6 +1,7 @@
 //! GetFunctionLogs, a Nubis extension (FC keeps logs in a separate log service): a function's
-//! log lines by request id, instance, time range and text, newest first, paged. Signed like
-//! every FC call.
+//! log lines (and the platform's summary of each invocation) by request id, instance, time
+//! range and text, newest first, paged. Signed like every FC call. The lines come from the
+//! search cluster when `[opensearch]` is enabled (every node's), else from this node's store.
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
@@ -48,10 +49,7 @@ pub async fn get_function_logs(
     let Query(q) = q?;
     load(&st, &name).await?;
     let limit = paging::limit(q.limit, 100, 1000)?;
-    let before_id = match paging::decode(q.next_token.as_deref())? {
-        None => None,
-        Some(t) => Some(t.parse::<i64>().map_err(|_| paging::bad_token())?),
-    };
+    let cursor = paging::decode(q.next_token.as_deref())?;
     let nonempty = |s: Option<String>| s.filter(|s| !s.is_empty());
     let query = LogQuery {
         function: name,
@@ -60,13 +58,9 @@ pub async fn get_function_logs(
         from_ms: q.start_time,
         to_ms: q.end_time,
         text: nonempty(q.query),
-        before_id,
-        limit: limit + 1,
+        before_id: None,
+        limit,
     };
-    let mut logs = st.logs.query(&query).await.map_err(|e| ApiError::unavailable("log store", e))?;
-    let next_token = (logs.len() > limit as usize).then(|| {
-        logs.truncate(limit as usize);
-        paging::encode(&logs[logs.len() - 1].id.to_string())
-    });
-    Ok(Json(GetFunctionLogsOutput { logs, next_token }))
+    let page = st.log_search.page(&query, cursor.as_deref()).await?;
+    Ok(Json(GetFunctionLogsOutput { logs: page.lines, next_token: page.next.as_deref().map(paging::encode) }))
 }

@@ -34,7 +34,7 @@ use utoipa_axum::routes;
 use crate::codestore::CodeStore;
 use crate::config::Config;
 use crate::model::FunctionRecord;
-use crate::logstore::LogStore;
+use crate::logstore::{LogSearch, LogStore};
 use crate::metrics::Metrics;
 use crate::queue::Queue;
 use crate::scheduler::ResourceManager;
@@ -54,6 +54,8 @@ pub struct AppState {
     pub queue: Arc<dyn Queue>,
     pub metrics: Arc<Metrics>,
     pub logs: LogStore,
+    /// Where GetFunctionLogs reads: the search cluster if configured, else `logs`.
+    pub log_search: LogSearch,
     pub functions: Arc<FunctionCache>,
     /// Signs code download links.
     pub code_url_key: [u8; 32],

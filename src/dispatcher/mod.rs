@@ -349,11 +349,19 @@ impl Dispatcher {
             return Ok(HandleOutcome::Dropped);
         }
         let payload = Bytes::from(decode(&msg.payload));
-        let inv = match acquired {
-            Ok(slot) => invoker::run(slot, &f, &task.request_id, payload, axum::http::HeaderMap::new(), false, started).await,
-            Err(e) => invoker::Invocation { result: Err(e.into()), instance_id: None, cold_start: false, duration: started.elapsed() },
+        let call = invoker::Call {
+            f: &f,
+            qualifier: &msg.qualifier,
+            request_id: &task.request_id,
+            kind: invoker::Kind::Async,
+            body: payload,
+            headers: axum::http::HeaderMap::new(),
+            want_logs: false,
         };
-        inv.record(&s.rm, &task.function_name, invoker::Kind::Async);
+        let inv = match acquired {
+            Ok(slot) => invoker::run(&s.rm, slot, call, started).await,
+            Err(e) => invoker::not_run(&s.rm, &call, e, started),
+        };
         match inv.result {
             Ok(r) if !r.function_error => {
                 let mut out = r.body.to_vec();

@@ -1,4 +1,5 @@
-//! Log shipping to Elasticsearch/OpenSearch, exactly once, never in the invoke path.
+//! Log shipping to Elasticsearch/OpenSearch (the `opensearch` crate), exactly once, never in
+//! the invoke path.
 //!
 //! The local store is the spill: the shipper tails `log_lines` by id, keeping its cursor (the
 //! last id shipped) in `ship_cursor` in the same file. Each round reads the next `batch_size`
@@ -12,6 +13,7 @@
 use std::str::FromStr;
 use std::time::Duration;
 
+use opensearch::{BulkParts, OpenSearch};
 use serde_json::{Value, json};
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
 use sqlx::{Row, SqlitePool};
@@ -19,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::LogStore;
+use super::cluster::{self, ClusterError};
 use crate::config::OpenSearchConfig;
 
 /// The cursor's name in `ship_cursor` (and in the log store's retention).
@@ -40,7 +43,7 @@ pub struct Shipper {
     pool: SqlitePool,
     cfg: OpenSearchConfig,
     node_id: String,
-    http: reqwest::Client,
+    client: OpenSearch,
     metrics: ShipMetrics,
 }
 
@@ -52,6 +55,20 @@ struct LineRow {
     instance_id: String,
     stream: String,
     message: String,
+    /// The invocation summary's JSON, on platform lines.
+    summary: Option<String>,
+}
+
+/// Why a round shipped less than its batch.
+#[derive(Debug, thiserror::Error)]
+pub enum ShipError {
+    #[error("reading logs.db: {0}")]
+    Local(#[from] sqlx::Error),
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
+    /// Some lines of the batch were not acknowledged (429, 5xx, or no item for them).
+    #[error("{missing} of {sent} lines not accepted yet (retrying)")]
+    Partial { missing: usize, sent: usize },
 }
 
 impl Shipper {
@@ -62,11 +79,8 @@ impl Shipper {
             .busy_timeout(Duration::from_secs(5));
         let pool = SqlitePoolOptions::new().max_connections(1).connect_with(opts).await?;
         sqlx::query("INSERT OR IGNORE INTO ship_cursor (target, last_id) VALUES (?, 0)").bind(TARGET).execute(&pool).await?;
-        if cfg.url.starts_with("https:") {
-            tracing::warn!(url = %cfg.url, "opensearch.url is https, but this build speaks plain http only: shipping will fail");
-        }
-        let http = reqwest::Client::builder().timeout(cfg.timeout()).build()?;
-        Ok(Self { pool, cfg, node_id, http, metrics })
+        let client = cluster::client(&cfg)?;
+        Ok(Self { pool, cfg, node_id, client, metrics })
     }
 
     /// Run until `cancel`; then wait for the log writer's last batch and make one last attempt
@@ -100,7 +114,7 @@ impl Shipper {
         let mut backoff = BACKOFF_MIN;
         while !cancel.is_cancelled() {
             if !template_ok {
-                match self.put_template().await {
+                match cluster::put_template(&self.client, &self.cfg.index_prefix).await {
                     Ok(()) => template_ok = true,
                     Err(e) => tracing::warn!(url = %self.cfg.url, "installing the log index template: {e:#} (retrying)"),
                 }
@@ -127,49 +141,17 @@ impl Shipper {
         }
     }
 
-    fn url(&self, path: &str) -> String {
-        format!("{}/{}", self.cfg.url.trim_end_matches('/'), path)
-    }
-
-    fn auth(&self, r: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
-        if self.cfg.username.is_empty() { r } else { r.basic_auth(&self.cfg.username, Some(&self.cfg.password)) }
-    }
-
-    async fn put_template(&self) -> anyhow::Result<()> {
-        let p = &self.cfg.index_prefix;
-        let body = json!({
-            "index_patterns": [format!("{p}-*")],
-            "priority": 100,
-            "template": {"mappings": {"properties": {
-                "@timestamp": {"type": "date"},
-                "functionName": {"type": "keyword"},
-                "qualifier": {"type": "keyword"},
-                "requestId": {"type": "keyword"},
-                "instanceId": {"type": "keyword"},
-                "node": {"type": "keyword"},
-                "stream": {"type": "keyword"},
-                "message": {"type": "text"}
-            }}}
-        });
-        let r = self.auth(self.http.put(self.url(&format!("_index_template/{p}")))).json(&body).send().await?;
-        let status = r.status();
-        if !status.is_success() {
-            anyhow::bail!("{status}: {}", r.text().await.unwrap_or_default());
-        }
-        Ok(())
-    }
-
     async fn cursor(&self) -> Result<i64, sqlx::Error> {
         sqlx::query_scalar("SELECT last_id FROM ship_cursor WHERE target = ?").bind(TARGET).fetch_one(&self.pool).await
     }
 
     /// Ship the next batch; returns how many lines it covered (0: nothing to do).
-    async fn ship_once(&self) -> anyhow::Result<usize> {
+    async fn ship_once(&self) -> Result<usize, ShipError> {
         let cursor = self.cursor().await?;
         let max: Option<i64> = sqlx::query_scalar("SELECT MAX(id) FROM log_lines").fetch_one(&self.pool).await?;
         self.metrics.backlog.set((max.unwrap_or(0) - cursor).max(0));
         let rows = sqlx::query(
-            "SELECT id, ts_ms, function_name, request_id, instance_id, stream, message FROM log_lines WHERE id > ? ORDER BY id LIMIT ?",
+            "SELECT id, ts_ms, function_name, request_id, instance_id, stream, message, summary FROM log_lines WHERE id > ? ORDER BY id LIMIT ?",
         )
         .bind(cursor)
         .bind(self.cfg.batch_size.max(1) as i64)
@@ -185,43 +167,38 @@ impl Shipper {
                 instance_id: r.try_get("instance_id")?,
                 stream: r.try_get("stream")?,
                 message: r.try_get("message")?,
+                summary: r.try_get("summary")?,
             })
         })
         .collect::<Result<Vec<_>, sqlx::Error>>()?;
         let Some(last) = rows.last().map(|r| r.id) else { return Ok(0) };
-        let mut body = String::new();
+        // Two lines per document (action, source), as `_bulk` takes them.
+        let mut body = Vec::with_capacity(rows.len() * 2);
         for r in &rows {
             let t = chrono::DateTime::from_timestamp_millis(r.ts_ms).unwrap_or_default();
             let action = json!({"index": {
                 "_index": format!("{}-{}", self.cfg.index_prefix, t.format("%Y.%m.%d")),
                 "_id": self.doc_id(r.id),
             }});
-            let doc = json!({
+            let mut doc = json!({
                 "@timestamp": t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
                 "functionName": r.function_name,
                 "qualifier": "LATEST",
                 "requestId": r.request_id,
                 "instanceId": r.instance_id,
                 "node": self.node_id,
+                "seq": r.id,
                 "stream": r.stream,
                 "message": r.message,
             });
-            body.push_str(&action.to_string());
-            body.push('\n');
-            body.push_str(&doc.to_string());
-            body.push('\n');
+            if let Some(s) = r.summary.as_deref().and_then(|s| serde_json::from_str::<Value>(s).ok()) {
+                doc["summary"] = s;
+            }
+            body.push(action.to_string());
+            body.push(doc.to_string());
         }
-        let resp = self
-            .auth(self.http.post(self.url("_bulk")))
-            .header(reqwest::header::CONTENT_TYPE, "application/x-ndjson")
-            .body(body)
-            .send()
-            .await?;
-        let status = resp.status();
-        if !status.is_success() {
-            anyhow::bail!("_bulk answered {status}: {}", resp.text().await.unwrap_or_default());
-        }
-        let v: Value = resp.json().await?;
+        let resp = self.client.bulk(BulkParts::None).body(body).send().await.map_err(ClusterError::from)?;
+        let v = cluster::ok_json(resp).await?;
         // The cursor may move past every line up to the first one that failed and may succeed
         // on a retry (429, 5xx, or no answer for it). Lines after it that did succeed are sent
         // again with the same _id, which overwrites them: still exactly once.
@@ -253,7 +230,7 @@ impl Shipper {
         }
         self.metrics.errors.inc_by(permanent);
         if upto < last {
-            anyhow::bail!("{} of {} lines not accepted yet (retrying)", rows.iter().filter(|r| r.id > upto).count(), rows.len());
+            return Err(ShipError::Partial { missing: rows.iter().filter(|r| r.id > upto).count(), sent: rows.len() });
         }
         Ok(rows.len())
     }

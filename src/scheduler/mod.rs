@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 use crate::agent::{AgentError, InstanceInfo, Node};
 use crate::config::SchedulerConfig;
@@ -117,6 +118,8 @@ struct Inner {
     role_changed: Notify,
     /// This process's fencing epoch while it leads (0 otherwise); sent to agents.
     epoch: Arc<std::sync::atomic::AtomicI64>,
+    /// Where summaries of invocations that reached no node go (this process's log store).
+    local_logs: std::sync::OnceLock<(crate::logstore::LogStore, String)>,
 }
 
 #[derive(Clone)]
@@ -158,12 +161,13 @@ fn new_instance_id() -> String {
 }
 
 impl Inner {
-    /// Stop an instance in the background, on its node if the node is still a member.
+    /// Stop an instance in the background, on its node if the node is still a member. In the
+    /// caller's span: a discard's stop is part of the invocation that failed.
     fn stop_later(self: &Arc<Self>, info: &InstanceInfo) {
         let node = self.nodes.lock().expect("nodes lock").get(&info.node_id).map(|e| e.node.clone());
         if let Some(node) = node {
             let id = info.instance_id.clone();
-            self.tracker.spawn(async move { node.stop_instance(&id).await });
+            self.tracker.spawn(async move { node.stop_instance(&id).await }.in_current_span());
         }
     }
 
@@ -190,7 +194,23 @@ impl ResourceManager {
                 role: Mutex::new(leader::Role::Local),
                 role_changed: Notify::new(),
                 epoch: Arc::default(),
+                local_logs: std::sync::OnceLock::new(),
             }),
+        }
+    }
+
+    /// This process's log store, for the summaries of invocations that reached no node.
+    pub fn set_local_logs(&self, logs: crate::logstore::LogStore, node_id: String) {
+        let _ = self.inner.local_logs.set((logs, node_id));
+    }
+
+    /// Store the summary of an invocation that reached no node (throttled, no capacity, the
+    /// start failed): there is no instance to measure.
+    pub fn report_unplaced(&self, mut summary: crate::logstore::InvocationSummary) {
+        if let Some((logs, node_id)) = self.inner.local_logs.get() {
+            summary.node_id = node_id.clone();
+            summary.set_memory(None);
+            logs.append(summary.into_line());
         }
     }
 
@@ -295,6 +315,7 @@ impl ResourceManager {
                     let node_id = match placement::place(&snaps, demand) {
                         Ok(id) => id,
                         Err(e) => {
+                            tracing::info!(function = name, "no room for a new instance: {e}");
                             pools.get_mut(name).expect("pool exists").starting -= 1;
                             return Err(e.into());
                         }
@@ -321,6 +342,7 @@ impl ResourceManager {
                 Some(Err(notified)) => {
                     let _waiting = Waiting { inner, function: name };
                     if tokio::time::timeout_at(deadline.into(), notified).await.is_err() {
+                        tracing::info!(function = name, "throttled: no slot freed in time");
                         return Err(AcquireError::Throttled {
                             function: name.to_string(),
                             limit: inner.cfg.max_instances_per_function,
@@ -349,10 +371,13 @@ impl ResourceManager {
             }
         };
         let rm = self.clone();
+        tracing::info!(function = %name, instance = %instance_id, revision, "starting an instance");
+        // In the caller's span: the lines of this start belong to the invocation that asked.
         let task = inner.tracker.spawn(async move {
             let t0 = Instant::now();
             match node.start_instance(spec).await {
                 Ok(info) => {
+                    tracing::info!(instance = %info.instance_id, ms = t0.elapsed().as_millis() as u64, "instance ready");
                     rm.inner.metrics.cold_starts.with_label_values(&[&name]).inc();
                     rm.inner.metrics.cold_start_seconds.with_label_values(&[&name]).observe(t0.elapsed().as_secs_f64());
                     let inst = Instance {
@@ -368,6 +393,7 @@ impl ResourceManager {
                     rm.finish_start(started, Some(inst)).map_err(AcquireError::from)
                 }
                 Err(e) => {
+                    tracing::warn!(instance = %instance_id, node = %started.node_id, "instance failed to start: {e}");
                     let node_id = started.node_id.clone();
                     let _ = rm.finish_start(started, None);
                     if matches!(e, AgentError::NotDelivered(_)) {
@@ -376,7 +402,7 @@ impl ResourceManager {
                     Err(e.into())
                 }
             }
-        });
+        }.in_current_span());
         match task.await {
             Ok(r) => r,
             Err(_) => Err(AcquireError::ShuttingDown),

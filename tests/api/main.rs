@@ -16,6 +16,8 @@ mod auth;
 mod functions;
 mod invoke;
 mod lifecycle;
+mod log_queries;
 mod logs;
 mod metrics;
 mod storage;
+mod summary;
