@@ -16,6 +16,7 @@ mod s3;
 mod etcd;
 mod failover;
 mod ha;
+mod logs;
 mod membership;
 
 use std::process::Stdio;
@@ -53,6 +54,11 @@ impl Cluster {
     }
 
     pub async fn controller(&self) -> TestApp {
+        self.controller_with(|_| {}).await
+    }
+
+    /// A controller in this process, with extra settings.
+    pub async fn controller_with(&self, tweak: impl FnOnce(&mut nubis::config::Config)) -> TestApp {
         let (prefix, endpoints) = (self.prefix.clone(), etcd_endpoints());
         let app = spawn_app_with(move |c| {
             c.server.roles = ["api", "scheduler", "dispatcher"].map(String::from).to_vec();
@@ -63,6 +69,7 @@ impl Cluster {
             c.cluster.controller_listen = "127.0.0.1:0".parse().unwrap();
             // Instances are stopped by the reaper; a short interval lets drain tests see it.
             c.scheduler.reap_interval_ms = 200;
+            tweak(c);
         })
         .await;
         wait_for_leader(&app.api).await;
