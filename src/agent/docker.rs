@@ -258,7 +258,7 @@ impl DockerNode {
                 }
             }
             attempt += 1;
-            if attempt % 10 == 0 {
+            if attempt.is_multiple_of(10) {
                 match self.container_state(container_id).await {
                     Some((true, _, _)) => {}
                     Some((false, _, code)) => {

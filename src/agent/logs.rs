@@ -163,11 +163,11 @@ impl LogCapture {
                 rec.ends |= 1;
             }
         }
-        if self.markers {
-            if let Some(id) = line.strip_prefix(START) {
-                self.close(&mut st);
-                st.open = Some(Record { request_id: id.trim().to_string(), text: String::new(), truncated: false, ends: 0 });
-            }
+        if self.markers
+            && let Some(id) = line.strip_prefix(START)
+        {
+            self.close(&mut st);
+            st.open = Some(Record { request_id: id.trim().to_string(), text: String::new(), truncated: false, ends: 0 });
         }
         let request_id = st.open.as_ref().map(|r| r.request_id.clone()).or_else(|| st.last.clone()).unwrap_or_default();
         self.mark_dropped(&mut st, &request_id);

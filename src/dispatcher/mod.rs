@@ -278,7 +278,7 @@ impl Dispatcher {
             }
             None => {
                 let payload = decode(&msg.payload);
-                let t = new_task(&msg, payload, "recovered from the queue: the task record was missing");
+                let t = new_task(msg, payload, "recovered from the queue: the task record was missing");
                 match s.store.insert_task(&t).await {
                     Ok(()) | Err(StoreError::AlreadyExists) => {}
                     Err(e) => return Err(e.into()),
