@@ -18,12 +18,16 @@ fn free_port() -> u16 {
 
 impl Etcd3 {
     pub async fn start() -> Self {
+        Self::start_members(3).await
+    }
+
+    pub async fn start_members(n: usize) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let client_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
-        let peer_ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
-        let initial = (0..3).map(|i| format!("m{i}=http://127.0.0.1:{}", peer_ports[i])).collect::<Vec<_>>().join(",");
+        let client_ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
+        let peer_ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
+        let initial = (0..n).map(|i| format!("m{i}=http://127.0.0.1:{}", peer_ports[i])).collect::<Vec<_>>().join(",");
         let token = format!("nubis-test-{}", uuid::Uuid::new_v4().simple());
-        let members = (0..3)
+        let members = (0..n)
             .map(|i| {
                 let log = std::fs::File::create(dir.path().join(format!("m{i}.log"))).unwrap();
                 let child = tokio::process::Command::new("etcd")
@@ -58,6 +62,14 @@ impl Etcd3 {
 
     pub fn endpoints(&self) -> String {
         self.client_ports.iter().map(|p| format!("127.0.0.1:{p}")).collect::<Vec<_>>().join(",")
+    }
+
+    /// Freeze or resume every member (SIGSTOP/SIGCONT): etcd unreachable, then back, data kept.
+    pub fn signal_all(&self, sig: &str) {
+        for c in self.members.iter().flatten() {
+            let pid = c.id().expect("etcd running").to_string();
+            std::process::Command::new("kill").args([sig, &pid]).status().expect("kill");
+        }
     }
 
     pub async fn kill(&mut self, i: usize) {

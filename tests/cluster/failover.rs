@@ -109,3 +109,39 @@ async fn async_events_sent_while_an_agent_dies_all_run_once_it_is_gone() {
     }
     app.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn etcd_unreachable_answers_503_and_the_cluster_recovers_when_it_returns() {
+    let etcd = super::etcd::Etcd3::start_members(1).await;
+    let mut cluster = Cluster::new();
+    cluster.etcd = Some(etcd.endpoints());
+    let a = cluster.agent("a");
+    let app = cluster.controller_with(|c| c.scheduler.acquire_timeout_secs = 2).await;
+    wait_for_nodes(&app.api, &[&a.node_id], Duration::from_secs(30)).await;
+    assert_eq!(app.api.create_function(echo_function("patient")).await.status, 200);
+    assert_eq!(app.api.invoke("patient", b"before", &[]).await.status, 200);
+
+    etcd.signal_all("-STOP");
+    let t = Instant::now();
+    // Leadership cannot be renewed: the controller steps down and calls are refused with a
+    // retriable FC error, not a 500 and not a hang.
+    super::helpers::eventually(Duration::from_secs(TTL_SECS + 20), "503 while etcd is unreachable", || async {
+        let r = app.api.invoke("patient", b"during", &[]).await;
+        assert!(r.status == 200 || r.status == 503, "{} {}", r.status, r.text());
+        (r.status == 503).then(|| r.assert_error(503, "ServiceUnavailable"))
+    })
+    .await;
+    println!("etcd frozen: calls refused with 503 after {} ms", elapsed_ms(t));
+
+    etcd.signal_all("-CONT");
+    let t = Instant::now();
+    let r = super::helpers::eventually(Duration::from_secs(30), "calls succeed again once etcd is back", || async {
+        let r = app.api.invoke("patient", b"after", &[]).await;
+        (r.status == 200).then_some(r)
+    })
+    .await;
+    assert_eq!(r.json()["event"], "after");
+    println!("etcd back: calls succeed again after {} ms", elapsed_ms(t));
+    wait_for_nodes(&app.api, &[&a.node_id], Duration::from_secs(30)).await;
+    app.shutdown().await.unwrap();
+}

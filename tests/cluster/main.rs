@@ -59,7 +59,7 @@ impl Cluster {
 
     /// A controller in this process, with extra settings.
     pub async fn controller_with(&self, tweak: impl FnOnce(&mut nubis::config::Config)) -> TestApp {
-        let (prefix, endpoints) = (self.prefix.clone(), etcd_endpoints());
+        let (prefix, endpoints) = (self.prefix.clone(), self.etcd.clone().unwrap_or_else(etcd_endpoints));
         let app = spawn_app_with(move |c| {
             c.server.roles = ["api", "scheduler", "dispatcher"].map(String::from).to_vec();
             c.cluster.etcd_endpoints = endpoints.split(',').map(String::from).collect();
