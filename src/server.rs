@@ -175,6 +175,9 @@ impl Server {
             let node = local_node(&cfg, &code, &logs, &tracker).await?;
             rm.add_node(Arc::new(node), crate::scheduler::host_capacity(), String::new());
         }
+        // Cluster: other controllers update functions too; bound how long a change takes to
+        // reach this one's invoke path (and its scheduler, when it leads).
+        let functions = Arc::new(FunctionCache::with_ttl(cfg.cluster.enabled().then_some(std::time::Duration::from_secs(1))));
         let stop_election = CancellationToken::new();
         let (etcd, internal) = if cfg.cluster.enabled() {
             let client = cluster::connect(&cfg.cluster).await.context("connecting to etcd")?;
@@ -188,7 +191,7 @@ impl Server {
                 cfg.cluster.controller_advertise_url.clone()
             };
             rm.join_cluster();
-            let service = cluster::controller::ControllerService::new(rm.clone(), store.clone(), &cfg.cluster.secret);
+            let service = cluster::controller::ControllerService::new(rm.clone(), store.clone(), &cfg.cluster.secret, functions.clone());
             service.spawn_sweeper(&tracker, cancel.child_token());
             let election = cluster::election::Election {
                 client: client.clone(),
@@ -242,7 +245,7 @@ impl Server {
             metrics,
             logs,
             log_search,
-            functions: Arc::new(FunctionCache::default()),
+            functions,
             code_url_key,
             code_gc: Arc::default(),
             etcd,

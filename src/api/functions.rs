@@ -148,6 +148,25 @@ async fn accept_code(st: &AppState, code: &InputCode) -> Result<(String, u64, By
 
 /// Remove a code blob nobody references any more (best effort: an orphan blob is only
 /// wasted space, never wrong data).
+/// How long a cluster keeps a package after the last function stopped using it: other
+/// controllers may still start instances of the old revision for as long as their function
+/// cache holds it (1 s), and agents may be fetching it for a start already under way.
+const CODE_GRACE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// A package the function no longer uses: removed now on a single box; in a cluster after
+/// [`CODE_GRACE`] (references counted again then; a package left by a restart meanwhile is
+/// never read again and only takes space).
+async fn retire_code(st: &AppState, checksum: String) {
+    if st.etcd.is_none() {
+        return collect_code(st, &checksum).await;
+    }
+    let st = st.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(CODE_GRACE).await;
+        collect_code(&st, &checksum).await;
+    });
+}
+
 async fn collect_code(st: &AppState, checksum: &str) {
     if checksum.is_empty() {
         return;
@@ -286,7 +305,7 @@ pub async fn update_function(
     st.functions.invalidate(&name);
     st.rm.retire(&name);
     if new.code_checksum != old.code_checksum {
-        collect_code(&st, &old.code_checksum).await;
+        retire_code(&st, old.code_checksum.clone()).await;
     }
     tracing::info!(function = %name, "function updated");
     Ok(Json(api(&st, &new)))
@@ -306,7 +325,7 @@ pub async fn delete_function(State(st): State<AppState>, Path(name): Path<String
     if let Err(e) = st.store.delete_async_state_of_function(&name).await {
         tracing::warn!(function = %name, "removing async tasks and configs: {e:#}");
     }
-    collect_code(&st, &f.code_checksum).await;
+    retire_code(&st, f.code_checksum.clone()).await;
     tracing::info!(function = %name, "function deleted");
     Ok(no_content())
 }

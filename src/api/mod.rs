@@ -68,18 +68,27 @@ pub struct AppState {
 }
 
 /// Function records for the invoke path, so a warm call does no database round trip.
-/// Entries are dropped on update and delete (the only writers, in this process).
+/// Entries are dropped on update and delete through this process. With several controllers
+/// (one shared database) an update through another one is not seen here, so entries also
+/// expire after `ttl`: a change made elsewhere reaches this controller's calls within it.
 #[derive(Default)]
 pub struct FunctionCache {
-    map: RwLock<HashMap<String, Arc<FunctionRecord>>>,
+    map: RwLock<HashMap<String, (Arc<FunctionRecord>, std::time::Instant)>>,
+    ttl: Option<std::time::Duration>,
 }
 
 impl FunctionCache {
+    /// Entries expire after `ttl` (cluster mode); without one they live until invalidated.
+    pub fn with_ttl(ttl: Option<std::time::Duration>) -> Self {
+        Self { map: RwLock::default(), ttl }
+    }
     pub fn get(&self, name: &str) -> Option<Arc<FunctionRecord>> {
-        self.map.read().expect("cache lock").get(name).cloned()
+        let map = self.map.read().expect("cache lock");
+        let (f, at) = map.get(name)?;
+        self.ttl.is_none_or(|ttl| at.elapsed() < ttl).then(|| f.clone())
     }
     pub fn put(&self, f: Arc<FunctionRecord>) {
-        self.map.write().expect("cache lock").insert(f.name.to_string(), f);
+        self.map.write().expect("cache lock").insert(f.name.to_string(), (f, std::time::Instant::now()));
     }
     pub fn invalidate(&self, name: &str) {
         self.map.write().expect("cache lock").remove(name);

@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::agent::wire;
+use crate::api::FunctionCache;
 use crate::model::FunctionRecord;
 use crate::scheduler::leader::{AcquireRequest, ERROR_HEADER, Granted, ReleaseRequest};
 use crate::scheduler::{AcquireError, ResourceManager, Slot};
@@ -37,13 +38,14 @@ pub struct ControllerService {
     store: Store,
     secret: Arc<str>,
     held: Arc<Mutex<HashMap<String, Held>>>,
-    /// Function records by name, reloaded when a follower asks for a newer revision.
-    functions: Arc<Mutex<HashMap<String, Arc<FunctionRecord>>>>,
+    /// The API's function cache: invalidated by updates through this controller, and expiring
+    /// (cluster mode) so updates through the others are seen within a second.
+    functions: Arc<FunctionCache>,
 }
 
 impl ControllerService {
-    pub fn new(rm: ResourceManager, store: Store, secret: &str) -> Self {
-        Self { rm, store, secret: secret.into(), held: Arc::default(), functions: Arc::default() }
+    pub fn new(rm: ResourceManager, store: Store, secret: &str, functions: Arc<FunctionCache>) -> Self {
+        Self { rm, store, secret: secret.into(), held: Arc::default(), functions }
     }
 
     pub fn router(&self) -> Router {
@@ -81,8 +83,7 @@ impl ControllerService {
     }
 
     async fn function(&self, name: &str, revision: i64) -> Result<Arc<FunctionRecord>, AcquireError> {
-        let cached = self.functions.lock().expect("functions lock").get(name).cloned();
-        if let Some(f) = cached.filter(|f| f.revision >= revision) {
+        if let Some(f) = self.functions.get(name).filter(|f| f.revision >= revision) {
             return Ok(f);
         }
         let f = match self.store.get_function(name).await {
@@ -90,7 +91,7 @@ impl ControllerService {
             Ok(None) => return Err(AcquireError::NoSuchFunction(name.to_string())),
             Err(e) => return Err(AcquireError::NoLeader(format!("the leader cannot read the function: {e}"))),
         };
-        self.functions.lock().expect("functions lock").insert(name.to_string(), f.clone());
+        self.functions.put(f.clone());
         Ok(f)
     }
 }

@@ -102,28 +102,35 @@ async fn role(api: &ApiClient) -> Option<Value> {
     (r.status == 200).then(|| r.json())
 }
 
-/// Every instance id appears once in the table, and every container of the function on the
-/// agents is in the table: none placed twice, none leaked.
+/// Every instance id appears once in the table, and every running container of the function
+/// on the agents is in the table: none placed twice, none leaked. A container may briefly run
+/// outside the table while it is being stopped (retired) or while a start that was under way
+/// when the leader died completes (adopted at the next resync, within 30 s): polled.
 async fn assert_no_double_placement(api: &ApiClient, agents: &[&NubisProcess]) {
-    let listed = nodes(api).await;
-    let mut ids: Vec<String> = listed
-        .iter()
-        .flat_map(|n| n["instances"].as_array().cloned().unwrap_or_default())
-        .filter(|i| i["functionName"] == "ha")
-        .map(|i| i["instanceId"].as_str().unwrap().to_string())
-        .collect();
-    let n = ids.len();
-    ids.sort();
-    ids.dedup();
-    assert_eq!(ids.len(), n, "an instance is listed twice: {listed:?}");
-    for a in agents {
-        for c in helpers::containers_of(&a.node_id, Some("ha")).await {
-            if c.state.as_ref().map(|s| format!("{s:?}").to_lowercase()).is_some_and(|s| s.contains("running")) {
+    eventually(Duration::from_secs(45), "every running container of 'ha' in the table", || async {
+        let listed = nodes(api).await;
+        let mut ids: Vec<String> = listed
+            .iter()
+            .flat_map(|n| n["instances"].as_array().cloned().unwrap_or_default())
+            .filter(|i| i["functionName"] == "ha")
+            .map(|i| i["instanceId"].as_str().unwrap().to_string())
+            .collect();
+        let n = ids.len();
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), n, "an instance is listed twice: {listed:?}");
+        for a in agents {
+            for c in helpers::containers_of(&a.node_id, Some("ha")).await {
+                let running = c.state.as_ref().map(|s| format!("{s:?}").to_lowercase()).is_some_and(|s| s.contains("running"));
                 let id = c.labels.as_ref().and_then(|l| l.get("nubis.instance")).cloned().unwrap_or_default();
-                assert!(ids.contains(&id), "container {id} on {} runs outside the table {ids:?}", a.node_id);
+                if running && !ids.contains(&id) {
+                    return None;
+                }
             }
         }
-    }
+        Some(())
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -158,6 +165,23 @@ async fn two_controllers_and_three_agents_survive_losing_an_agent_the_leader_and
     assert_eq!(r.status, 200, "{}", r.text());
     let r = via_c2.invoke("ha", b"first", &[]).await;
     assert_eq!((r.status, r.text()), (200, "FIRST".to_string()), "{}", controllers[1].proc.log());
+    // An update through one controller reaches the other's calls (its function cache expires).
+    let lower = "def handler(event, context):\n    return event.lower()\n";
+    let r = via_c1.update_function("ha", json!({"code": {"zipFile": helpers::b64(&helpers::zip_of(&[("index.py", lower)]))}})).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    eventually(Duration::from_secs(10), "c2 runs the updated code", || async {
+        let r = via_c2.invoke("ha", b"MiXed", &[]).await;
+        let log = controllers[1].proc.log();
+        assert_eq!(r.status, 200, "{}\n{}", r.text(), &log[log.len().saturating_sub(3000)..]);
+        (r.text() == "mixed").then_some(())
+    })
+    .await;
+    let r = via_c1.update_function("ha", json!({"code": {"zipFile": helpers::b64(&helpers::zip_of(&[("index.py", PY_UPPER)]))}})).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    eventually(Duration::from_secs(10), "c2 runs the code of the second update", || async {
+        (via_c2.invoke("ha", b"back", &[]).await.text() == "BACK").then_some(())
+    })
+    .await;
     let on = membership::spread(&via_c1, "ha", 2).await;
     println!("instances of 'ha' on {on:?}");
 
