@@ -30,11 +30,14 @@ pub struct AgentService {
     max_body: usize,
     /// The newest fencing epoch a control call carried.
     epoch: Arc<AtomicI64>,
+    /// This agent's metrics (log capture and shipping, instances, memory), on `/metrics`.
+    metrics: Arc<crate::metrics::Metrics>,
+    capacity_mb: u64,
 }
 
 impl AgentService {
-    pub fn new(node: Arc<dyn Node>, secret: &str, max_body: usize) -> Self {
-        Self { node, secret: secret.into(), instances: Arc::default(), max_body, epoch: Arc::default() }
+    pub fn new(node: Arc<dyn Node>, secret: &str, max_body: usize, metrics: Arc<crate::metrics::Metrics>, capacity_mb: u64) -> Self {
+        Self { node, secret: secret.into(), instances: Arc::default(), max_body, epoch: Arc::default(), metrics, capacity_mb }
     }
 
     pub fn router(&self) -> Router {
@@ -48,6 +51,8 @@ impl AgentService {
             .layer(from_fn_with_state(self.clone(), fence))
             .layer(from_fn_with_state(self.secret.clone(), wire::require_secret))
             .route("/internal/v1/health", get(|| async { "ok" }))
+            // Like the controllers' /metrics: no signature; keep the listener private.
+            .route("/metrics", get(metrics))
             .with_state(self.clone())
     }
 
@@ -109,6 +114,18 @@ async fn stop(State(s): State<AgentService>, Path(id): Path<String>) -> StatusCo
     s.instances.lock().expect("instances lock").remove(&id);
     s.node.stop_instance(&id).await;
     StatusCode::NO_CONTENT
+}
+
+async fn metrics(State(s): State<AgentService>) -> Response {
+    let (count, placed_mb) = {
+        let map = s.instances.lock().expect("instances lock");
+        (map.len() as i64, map.values().map(|r| u64::from(r.memory_mb)).sum::<u64>())
+    };
+    let m = &s.metrics;
+    m.instances.with_label_values(&["ready"]).set(count);
+    m.node_memory_bytes.with_label_values(&["capacity"]).set((s.capacity_mb << 20) as i64);
+    m.node_memory_bytes.with_label_values(&["placed"]).set((placed_mb << 20) as i64);
+    ([("content-type", "text/plain; version=0.0.4")], m.render()).into_response()
 }
 
 async fn summary(State(s): State<AgentService>, Json(summary): Json<crate::logstore::InvocationSummary>) -> StatusCode {

@@ -46,9 +46,17 @@ async fn agents_join_and_a_functions_instances_spread_over_them() {
     assert_eq!(r.json()["event"], "hello");
     let on = spread(&app.api, "spread", 2).await;
     assert_eq!(on.len(), 2, "{on:?}");
-    // The containers really run on the agents' Docker nodes, labelled with their node ids.
+    // The containers really run on the agents' Docker nodes, labelled with their node ids, and
+    // each agent's /metrics counts the instances it runs as the controller's table does.
     for agent in [&a, &b] {
-        assert!(!helpers::containers_of(&agent.node_id, Some("spread")).await.is_empty(), "{}", agent.log());
+        let running = helpers::containers_of(&agent.node_id, Some("spread")).await.len();
+        assert!(running > 0, "{}", agent.log());
+        let listed = nodes(&app.api).await;
+        let node = listed.iter().find(|n| n["nodeId"] == agent.node_id.as_str()).unwrap();
+        let in_table = node["instances"].as_array().unwrap().len();
+        let text = reqwest::get(format!("{}/metrics", node["address"].as_str().unwrap())).await.unwrap().text().await.unwrap();
+        let line = format!("nubis_instances{{state=\"ready\"}} {in_table}");
+        assert!(text.lines().any(|l| l == line), "{line} not in the agent's metrics:\n{text}");
     }
     app.shutdown().await.unwrap();
 }
