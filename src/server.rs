@@ -171,6 +171,7 @@ impl Server {
         };
         let rm = ResourceManager::new(cfg.scheduler.clone(), platform, tracker.clone(), metrics.clone());
         rm.set_local_logs(logs.clone(), cfg.agent.node_id.clone());
+        rm.set_store(store.clone());
         if roles.agent {
             let node = local_node(&cfg, &code, &logs, &tracker).await?;
             rm.add_node(Arc::new(node), crate::scheduler::host_capacity(), String::new());
@@ -193,8 +194,10 @@ impl Server {
             rm.join_cluster();
             let service = cluster::controller::ControllerService::new(rm.clone(), store.clone(), &cfg.cluster.secret, functions.clone());
             service.spawn_sweeper(&tracker, cancel.child_token());
+            let campaign_client = cluster::connect_unbounded(&cfg.cluster).await.context("connecting to etcd")?;
             let election = cluster::election::Election {
                 client: client.clone(),
+                campaign_client,
                 keys: keys.clone(),
                 me: me.clone(),
                 ttl: cfg.cluster.lease_ttl(),

@@ -303,7 +303,7 @@ pub async fn update_function(
         return Err(e.into());
     }
     st.functions.invalidate(&name);
-    st.rm.retire(&name);
+    st.rm.retire(&name, new.revision);
     if new.code_checksum != old.code_checksum {
         retire_code(&st, old.code_checksum.clone()).await;
     }
@@ -320,7 +320,7 @@ pub async fn delete_function(State(st): State<AppState>, Path(name): Path<String
         return Err(ApiError::function_not_found(&name));
     }
     st.functions.invalidate(&name);
-    st.rm.retire(&name);
+    st.rm.retire(&name, next_revision(Some(f.revision)));
     // Queued events of the function end Invalid when the dispatcher meets them.
     if let Err(e) = st.store.delete_async_state_of_function(&name).await {
         tracing::warn!(function = %name, "removing async tasks and configs: {e:#}");
@@ -375,7 +375,21 @@ pub async fn cached(st: &AppState, name: &str) -> Result<Arc<FunctionRecord>, Ap
     if let Some(f) = st.functions.get(name) {
         return Ok(f);
     }
-    let f = Arc::new(load(st, name).await?);
-    st.functions.put(f.clone());
-    Ok(f)
+    match load(st, name).await {
+        Ok(f) => {
+            let f = Arc::new(f);
+            st.functions.put(f.clone());
+            Ok(f)
+        }
+        // An expired entry (cluster mode) is still the last known record: while the database
+        // is unreachable, warm calls go on with it instead of failing.
+        Err(e) if e.status == axum::http::StatusCode::SERVICE_UNAVAILABLE => match st.functions.get_stale(name) {
+            Some(f) => {
+                tracing::warn!(function = %name, "database unavailable; invoking with the last known function record");
+                Ok(f)
+            }
+            None => Err(e),
+        },
+        Err(e) => Err(e),
+    }
 }

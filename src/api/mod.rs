@@ -87,6 +87,10 @@ impl FunctionCache {
         let (f, at) = map.get(name)?;
         self.ttl.is_none_or(|ttl| at.elapsed() < ttl).then(|| f.clone())
     }
+    /// The entry however old: for when the database cannot be read.
+    pub fn get_stale(&self, name: &str) -> Option<Arc<FunctionRecord>> {
+        self.map.read().expect("cache lock").get(name).map(|(f, _)| f.clone())
+    }
     pub fn put(&self, f: Arc<FunctionRecord>) {
         self.map.write().expect("cache lock").insert(f.name.to_string(), (f, std::time::Instant::now()));
     }

@@ -22,7 +22,10 @@ use crate::scheduler::leader::LeaderClient;
 
 #[derive(Clone)]
 pub struct Election {
+    /// Calls bounded in time (membership, resign, revoke).
     pub client: Client,
+    /// Calls that may wait indefinitely (the campaign).
+    pub campaign_client: Client,
     pub keys: Keys,
     /// This controller's internal URL: the value it campaigns with.
     pub me: String,
@@ -63,7 +66,8 @@ impl Election {
         let (keeper, stream) = client.lease_keep_alive(lease).await?;
         let lost = keep_alive(keeper, stream, self.ttl);
         tokio::pin!(lost);
-        let campaign = client.campaign(self.keys.election(), self.me.clone(), lease);
+        let mut campaigner = self.campaign_client.clone();
+        let campaign = campaigner.campaign(self.keys.election(), self.me.clone(), lease);
         let won = tokio::select! {
             r = campaign => r?,
             e = &mut lost => return Err(e),
@@ -73,11 +77,22 @@ impl Election {
             }
         };
         let key = won.leader().cloned().ok_or(ClusterError::LeaseLost)?;
-        self.rm.lead(key.rev());
+        // The epoch first (the agents' listings carry it, fencing the previous leader), then
+        // the first membership sync (so the table holds the agents' instances), then lead:
+        // a call placed before that would find no node.
+        self.rm.epoch().store(key.rev(), std::sync::atomic::Ordering::SeqCst);
         let mirror = TaskTracker::new();
         let stop_mirror = cancel.child_token();
-        membership::spawn(self.client.clone(), self.keys.clone(), self.rm.clone(), self.secret.clone(), &mirror, stop_mirror.clone());
+        let (synced_tx, synced) = tokio::sync::oneshot::channel();
+        membership::spawn(self.client.clone(), self.keys.clone(), self.rm.clone(), self.secret.clone(), &mirror, stop_mirror.clone(), Some(synced_tx));
         let out = tokio::select! {
+            _ = synced => {
+                self.rm.lead(key.rev());
+                tokio::select! {
+                    e = &mut lost => Err(e),
+                    _ = cancel.cancelled() => Ok(()),
+                }
+            }
             e = &mut lost => Err(e),
             _ = cancel.cancelled() => Ok(()),
         };

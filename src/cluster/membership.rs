@@ -30,11 +30,21 @@ struct Mirror {
     /// Nodes in the resource manager, as last announced.
     joined: BTreeMap<String, NodeRecord>,
     cordoned: BTreeSet<String>,
+    synced: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
-pub fn spawn(client: Client, keys: Keys, rm: ResourceManager, secret: String, tracker: &TaskTracker, cancel: CancellationToken) {
+/// `synced` is told once the first listing has been applied (every live node joined).
+pub fn spawn(
+    client: Client,
+    keys: Keys,
+    rm: ResourceManager,
+    secret: String,
+    tracker: &TaskTracker,
+    cancel: CancellationToken,
+    synced: Option<tokio::sync::oneshot::Sender<()>>,
+) {
     tracker.spawn(async move {
-        let mut m = Mirror { keys, rm, secret, joined: BTreeMap::new(), cordoned: BTreeSet::new() };
+        let mut m = Mirror { keys, rm, secret, joined: BTreeMap::new(), cordoned: BTreeSet::new(), synced };
         let mut attempt = 0;
         loop {
             let mut c = client.clone();
@@ -72,6 +82,9 @@ impl Mirror {
         }
         for id in self.joined.keys() {
             self.rm.set_cordoned(id, self.cordoned.contains(id));
+        }
+        if let Some(tx) = self.synced.take() {
+            let _ = tx.send(());
         }
 
         let prefix = self.keys.nodes().trim_end_matches("nodes/").to_string();

@@ -77,15 +77,28 @@ impl Keys {
     }
 }
 
-/// Connect to etcd (the client balances over the endpoints and reconnects on its own).
+/// Connect to etcd (the client balances over the endpoints and reconnects on its own). Every
+/// call is bounded by 5 s, so an unreachable etcd becomes an error, not a hang.
 pub async fn connect(cfg: &ClusterConfig) -> Result<etcd_client::Client, ClusterError> {
+    connect_with(cfg, Some(Duration::from_secs(5))).await
+}
+
+/// A client whose calls may block as long as they need: a campaign waits until this process
+/// is elected, which may be never. (Liveness comes from the lease's keep-alive instead.)
+pub async fn connect_unbounded(cfg: &ClusterConfig) -> Result<etcd_client::Client, ClusterError> {
+    connect_with(cfg, None).await
+}
+
+async fn connect_with(cfg: &ClusterConfig, timeout: Option<Duration>) -> Result<etcd_client::Client, ClusterError> {
     if cfg.secret.is_empty() {
         return Err(ClusterError::NoSecret);
     }
-    let opts = etcd_client::ConnectOptions::new()
+    let mut opts = etcd_client::ConnectOptions::new()
         .with_connect_timeout(Duration::from_secs(3))
-        .with_timeout(Duration::from_secs(5))
         .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2));
+    if let Some(t) = timeout {
+        opts = opts.with_timeout(t);
+    }
     Ok(etcd_client::Client::connect(&cfg.etcd_endpoints, Some(opts)).await?)
 }
 

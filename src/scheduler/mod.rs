@@ -118,6 +118,8 @@ struct Inner {
     role_changed: Notify,
     /// This process's fencing epoch while it leads (0 otherwise); sent to agents.
     epoch: Arc<std::sync::atomic::AtomicI64>,
+    /// The metadata store, to read a function again when a caller's record is outdated.
+    store: std::sync::OnceLock<crate::store::Store>,
     /// Where summaries of invocations that reached no node go (this process's log store).
     local_logs: std::sync::OnceLock<(crate::logstore::LogStore, String)>,
 }
@@ -195,8 +197,15 @@ impl ResourceManager {
                 role_changed: Notify::new(),
                 epoch: Arc::default(),
                 local_logs: std::sync::OnceLock::new(),
+                store: std::sync::OnceLock::new(),
             }),
         }
+    }
+
+    /// The metadata store: a caller whose function record is older than the instances'
+    /// revision gets the current record read from it.
+    pub fn set_store(&self, store: crate::store::Store) {
+        let _ = self.inner.store.set(store);
     }
 
     /// This process's log store, for the summaries of invocations that reached no node.
@@ -269,12 +278,22 @@ impl ResourceManager {
     }
 
     /// Claim a slot from this process's own table (the all-in-one server, or the leader).
-    pub async fn acquire_local(&self, f: &FunctionRecord) -> Result<Slot, AcquireError> {
+    pub async fn acquire_local(&self, caller: &FunctionRecord) -> Result<Slot, AcquireError> {
         let inner = &self.inner;
-        let name = f.name.as_str();
         let deadline = Instant::now() + inner.cfg.acquire_timeout();
         let mut cold_start = false;
+        // Set when the caller's record turned out older than the pool's revision.
+        let mut current: Option<FunctionRecord> = None;
         loop {
+            let f = current.as_ref().unwrap_or(caller);
+            let name = f.name.as_str();
+            if Instant::now() >= deadline && !cold_start {
+                return Err(AcquireError::Throttled {
+                    function: name.to_string(),
+                    limit: inner.cfg.max_instances_per_function,
+                    waited: inner.cfg.acquire_timeout(),
+                });
+            }
             if inner.stopping.load(std::sync::atomic::Ordering::SeqCst) {
                 return Err(AcquireError::ShuttingDown);
             }
@@ -291,47 +310,54 @@ impl ResourceManager {
                         i.state = InstanceState::Draining;
                     }
                 }
-                let free = pool.instances.iter_mut().find(|i| {
-                    i.state == InstanceState::Ready && i.revision == f.revision && i.inflight < i.concurrency
-                });
-                if let Some(inst) = free {
-                    // Instances leave the table with their node (remove_node), so the node is here.
-                    let node = inner.nodes.lock().expect("nodes lock").get(&inst.info.node_id).map(|e| e.node.clone());
-                    if let Some(node) = node {
-                        inst.inflight += 1;
-                        inst.last_used = Instant::now();
-                        return Ok(Slot { owner: slot::Owner::Local { inner: inner.clone(), function: name.to_string() }, info: inst.info.clone(), node, cold_start });
-                    }
-                }
-                let current = pool.instances.iter().filter(|i| i.state == InstanceState::Ready).count() + pool.starting;
-                let concurrency = f.config.instance_concurrency as usize;
-                // Start one more only if the places already on their way do not cover the
-                // callers waiting (plus this one): a burst starts what it needs, no more.
-                if current < inner.cfg.max_instances_per_function && pool.starting * concurrency < pool.waiting + 1 {
-                    pool.starting += 1;
-                    let demand = Demand { memory_mb: f.config.memory_size.into(), cpu: f.config.cpu };
-                    let mut nodes = inner.nodes.lock().expect("nodes lock");
-                    let snaps = inner.snapshots(pools, &nodes, name);
-                    let node_id = match placement::place(&snaps, demand) {
-                        Ok(id) => id,
-                        Err(e) => {
-                            tracing::info!(function = name, "no room for a new instance: {e}");
-                            pools.get_mut(name).expect("pool exists").starting -= 1;
-                            return Err(e.into());
-                        }
-                    };
-                    let entry = nodes.get_mut(&node_id).expect("placed on a known node");
-                    entry.starting_memory_mb += demand.memory_mb;
-                    entry.starting_cpu += demand.cpu;
-                    *entry.starting_functions.entry(name.to_string()).or_default() += 1;
-                    Some(Ok((node_id, entry.node.clone())))
+                if f.revision < pool.revision {
+                    // The caller read the function before its latest update (through another
+                    // controller, or racing one here). Starting its revision would only make an
+                    // instance that drains at once: read the current record instead.
+                    None
                 } else {
-                    pool.waiting += 1;
-                    // Register as a waiter while still holding the lock, so a slot freed
-                    // right after it is released cannot be missed.
-                    let mut notified = Box::pin(pool.notify.clone().notified_owned());
-                    notified.as_mut().enable();
-                    Some(Err(notified))
+                    let free = pool.instances.iter_mut().find(|i| {
+                        i.state == InstanceState::Ready && i.revision == f.revision && i.inflight < i.concurrency
+                    });
+                    if let Some(inst) = free {
+                        // Instances leave the table with their node (remove_node), so the node is here.
+                        let node = inner.nodes.lock().expect("nodes lock").get(&inst.info.node_id).map(|e| e.node.clone());
+                        if let Some(node) = node {
+                            inst.inflight += 1;
+                            inst.last_used = Instant::now();
+                            return Ok(Slot { owner: slot::Owner::Local { inner: inner.clone(), function: name.to_string() }, info: inst.info.clone(), node, cold_start });
+                        }
+                    }
+                    let serving = pool.instances.iter().filter(|i| i.state == InstanceState::Ready).count() + pool.starting;
+                    let concurrency = f.config.instance_concurrency as usize;
+                    // Start one more only if the places already on their way do not cover the
+                    // callers waiting (plus this one): a burst starts what it needs, no more.
+                    if serving < inner.cfg.max_instances_per_function && pool.starting * concurrency < pool.waiting + 1 {
+                        pool.starting += 1;
+                        let demand = Demand { memory_mb: f.config.memory_size.into(), cpu: f.config.cpu };
+                        let mut nodes = inner.nodes.lock().expect("nodes lock");
+                        let snaps = inner.snapshots(pools, &nodes, name);
+                        let node_id = match placement::place(&snaps, demand) {
+                            Ok(id) => id,
+                            Err(e) => {
+                                tracing::info!(function = name, "no room for a new instance: {e}");
+                                pools.get_mut(name).expect("pool exists").starting -= 1;
+                                return Err(e.into());
+                            }
+                        };
+                        let entry = nodes.get_mut(&node_id).expect("placed on a known node");
+                        entry.starting_memory_mb += demand.memory_mb;
+                        entry.starting_cpu += demand.cpu;
+                        *entry.starting_functions.entry(name.to_string()).or_default() += 1;
+                        Some(Ok((node_id, entry.node.clone())))
+                    } else {
+                        pool.waiting += 1;
+                        // Register as a waiter while still holding the lock, so a slot freed
+                        // right after it is released cannot be missed.
+                        let mut notified = Box::pin(pool.notify.clone().notified_owned());
+                        notified.as_mut().enable();
+                        Some(Err(notified))
+                    }
                 }
             };
             match start {
@@ -350,7 +376,16 @@ impl ResourceManager {
                         });
                     }
                 }
-                None => unreachable!(),
+                None => {
+                    let Some(store) = inner.store.get() else {
+                        return Err(AcquireError::NoLeader(format!("function '{name}' changed and cannot be read again here")));
+                    };
+                    match store.get_function(name).await {
+                        Ok(Some(fresh)) => current = Some(fresh),
+                        Ok(None) => return Err(AcquireError::NoSuchFunction(name.to_string())),
+                        Err(e) => return Err(AcquireError::NoLeader(format!("reading the function's current revision: {e}"))),
+                    }
+                }
             }
         }
     }

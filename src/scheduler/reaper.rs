@@ -10,14 +10,26 @@ use super::{InstanceState, InstanceView, ResourceManager};
 use crate::agent::{InstanceInfo, Node};
 
 impl ResourceManager {
+    /// Callers waiting for a slot of `function` (tests, diagnostics).
+    pub fn waiting(&self, function: &str) -> usize {
+        self.inner.pools.lock().expect("pools lock").get(function).map_or(0, |p| p.waiting)
+    }
+
     /// Take every instance of a function out of service (update or delete); the reaper stops
     /// them once idle.
-    pub fn retire(&self, function: &str) {
+    ///
+    /// `revision`: the function's revision from now on (an update), or, for a delete, a
+    /// revision later than any it had (revisions are times: a function created again later
+    /// gets a later one). Callers still holding an older record read the current one instead
+    /// of starting the old revision again (and a deleted function's get FunctionNotFound).
+    pub fn retire(&self, function: &str, revision: i64) {
         let mut pools = self.inner.pools.lock().expect("pools lock");
         if let Some(p) = pools.get_mut(function) {
+            p.revision = p.revision.max(revision);
             for i in &mut p.instances {
                 i.state = InstanceState::Draining;
             }
+            p.notify.notify_waiters();
         }
     }
 

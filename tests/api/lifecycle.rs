@@ -163,3 +163,31 @@ async fn shutdown_drains_in_flight_calls_then_stops_instances() {
     let left = containers_of(&node_id, None).await;
     assert!(left.is_empty(), "instances stopped at shutdown: {left:?}");
 }
+
+/// A call waiting for a slot holds the record it read before an update: it must be served by
+/// the current revision, not start instance after instance of the old one (each would drain
+/// at once) until its client gives up.
+#[tokio::test]
+async fn a_call_waiting_across_an_update_is_served_by_the_new_code() {
+    let app = spawn_app_with(|c| c.scheduler.max_instances_per_function = 1).await;
+    let old = "import time\ndef handler(event, context):\n    time.sleep(float(event or b'0'))\n    return 'old'\n";
+    assert_eq!(app.create_function(python_function("swap", old)).await.status, 200);
+    let (st, client) = (app.state.clone(), app.api.clone());
+    let busy = tokio::spawn(async move { client.invoke("swap", b"2", &[]).await });
+    eventually(Duration::from_secs(30), "the only instance busy", || async {
+        st.rm.instances().iter().any(|i| i.inflight == 1).then_some(())
+    })
+    .await;
+    let client = app.api.clone();
+    let waiting = tokio::spawn(async move { client.invoke("swap", b"0", &[]).await });
+    let st = app.state.clone();
+    eventually(Duration::from_secs(10), "a second call waiting for the slot", || async { (st.rm.waiting("swap") == 1).then_some(()) }).await;
+
+    let new = "def handler(event, context):\n    return 'new'\n";
+    let r = app.update_function("swap", json!({"code": {"zipFile": b64(&zip_of(&[("index.py", new)]))}})).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = tokio::time::timeout(Duration::from_secs(30), waiting).await.expect("the waiting call is answered").unwrap();
+    assert_eq!((r.status, r.text().as_str()), (200, "new"));
+    assert_eq!(busy.await.unwrap().text(), "old");
+    app.shutdown().await.unwrap();
+}
