@@ -382,7 +382,15 @@ impl Node for DockerNode {
             self.docker.start_container(&id, None).await.map_err(docker_err)?;
             self.follow_logs(id.clone(), capture.clone());
             let info = self.docker.inspect_container(&id, None::<InspectContainerOptions>).await.map_err(docker_err)?;
-            let ip = container_ip(&info).ok_or_else(|| AgentError::Internal("container has no bridge IP".into()))?;
+            let Some(ip) = container_ip(&info) else {
+                // A process that exits at once can be gone (and its network with it) before
+                // the inspect: that is the function's exit, not a platform fault.
+                if info.state.as_ref().and_then(|s| s.running) == Some(false) {
+                    let exit_code = info.state.as_ref().and_then(|s| s.exit_code);
+                    return Err(AgentError::Exited { exit_code, logs: self.recent_logs(&id).await });
+                }
+                return Err(AgentError::Internal("container has no bridge IP".into()));
+            };
             let addr = SocketAddr::new(ip, spec.port);
             tracing::debug!(instance = %spec.instance_id, %addr, "container started; waiting until it is ready");
             self.wait_ready(&id, addr, &spec).await?;

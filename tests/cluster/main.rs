@@ -180,10 +180,18 @@ pub async fn wait_for_leader(api: &ApiClient) {
     .await;
 }
 
+/// The node table. A 503 (no leader for a moment: a loaded machine can delay a lease renewal
+/// past the short test TTL, and an election follows) is retried; anything else fails.
 pub async fn nodes(api: &ApiClient) -> Vec<Value> {
-    let r = api.request("GET", "/nubis/admin/v1/nodes", "", &[], vec![]).await;
-    assert_eq!(r.status, 200, "{}", r.text());
-    r.json()["nodes"].as_array().cloned().unwrap_or_default()
+    eventually(Duration::from_secs(15), "the node table", || async {
+        let r = api.request("GET", "/nubis/admin/v1/nodes", "", &[], vec![]).await;
+        if r.status == 503 {
+            return None;
+        }
+        assert_eq!(r.status, 200, "{}", r.text());
+        Some(r.json()["nodes"].as_array().cloned().unwrap_or_default())
+    })
+    .await
 }
 
 /// Wait until exactly these node ids are live members (in any order).
