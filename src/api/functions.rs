@@ -201,6 +201,7 @@ pub async fn create_function(State(st): State<AppState>, body: Bytes) -> Result<
     let now = crate::model::now_iso();
     let record = FunctionRecord {
         name,
+        version: None,
         function_id: uuid::Uuid::new_v4().to_string(),
         config,
         code_checksum: checksum.clone(),
@@ -316,7 +317,7 @@ pub async fn update_function(
     responses((status = 204), (status = 404, body = ErrorBody)))]
 pub async fn delete_function(State(st): State<AppState>, Path(name): Path<String>) -> Result<Response, ApiError> {
     let f = load(&st, &name).await?;
-    if !st.store.delete_function(&name).await? {
+    if st.store.delete_function(&name).await?.is_none() {
         return Err(ApiError::function_not_found(&name));
     }
     st.functions.invalidate(&name);

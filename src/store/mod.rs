@@ -1,8 +1,9 @@
 //! All SQL lives here.
 //!
 //! What is persisted: function metadata (config, code checksum, revision) and sealed access keys;
-//! async invoke configs and task records (`async_tasks`); with SQLite, also the embedded queue's
-//! messages (`crate::queue::embedded`, same database).
+//! published versions (frozen config and code checksum) and aliases (`versions.rs`,
+//! `aliases.rs`); async invoke configs and task records (`async_tasks`); with SQLite, also the
+//! embedded queue's messages (`crate::queue::embedded`, same database).
 //! What is not: instances, slots, log capture state; they are rebuilt from the agents at start
 //! (and, on one node, simply started afresh after orphans are removed).
 //!
@@ -28,12 +29,16 @@ use sqlx::{Connection, SqlitePool};
 use crate::config::DatabaseConfig;
 use crate::model::{FunctionConfig, FunctionName, FunctionRecord, Tag};
 
+mod aliases;
 mod async_configs;
 mod async_tasks;
 mod errors;
 pub(crate) mod sql;
+mod versions;
 
+pub use aliases::AliasWrite;
 pub use async_tasks::{TaskChange, TaskQuery};
+pub use versions::{DeleteVersion, Publish, Resolution};
 pub use errors::StoreError;
 pub use sql::Engine;
 use sql::sql;
@@ -245,25 +250,44 @@ impl Store {
         rows.into_iter().map(FunctionRow::into_record).collect()
     }
 
-    /// True if a row was deleted.
-    pub async fn delete_function(&self, name: &str) -> Result<bool, StoreError> {
-        let deleted = on_db!(self, |pool, e| {
-            sqlx::query(sql!("DELETE FROM functions WHERE name = ?").of(e))
-                .bind(name)
-                .execute(pool)
-                .await
-                .map(|r| r.rows_affected())
-        })?;
-        Ok(deleted > 0)
+    /// Delete a function with its versions and aliases, in one transaction. None if there was
+    /// no such function, else the code packages its versions used (they may now be unused).
+    pub async fn delete_function(&self, name: &str) -> Result<Option<Vec<String>>, StoreError> {
+        on_db!(self, |pool, e| {
+            let mut tx = pool.begin().await?;
+            // Locks the row first, as version and alias writes do (store/versions.rs).
+            if !versions::lock_function!(tx, e, name) {
+                return Ok(None);
+            }
+            let codes = sqlx::query_scalar::<_, String>(
+                sql!("SELECT DISTINCT code_checksum FROM function_versions WHERE function_name = ? ORDER BY code_checksum").of(e),
+            )
+            .bind(name)
+            .fetch_all(&mut *tx)
+            .await?;
+            sqlx::query(sql!("DELETE FROM function_aliases WHERE function_name = ?").of(e)).bind(name).execute(&mut *tx).await?;
+            sqlx::query(sql!("DELETE FROM function_versions WHERE function_name = ?").of(e)).bind(name).execute(&mut *tx).await?;
+            sqlx::query(sql!("DELETE FROM functions WHERE name = ?").of(e)).bind(name).execute(&mut *tx).await?;
+            tx.commit().await?;
+            Ok(Some(codes))
+        })
     }
 
-    /// How many functions use a code package (it may be shared by identical uploads).
+    /// How many functions and versions use a code package (identical uploads share one, and a
+    /// version keeps the package it was published with).
     pub async fn code_references(&self, checksum: &str) -> Result<i64, StoreError> {
         on_db!(self, |pool, e| {
-            sqlx::query_scalar::<_, i64>(sql!("SELECT COUNT(*) FROM functions WHERE code_checksum = ?").of(e))
-                .bind(checksum)
-                .fetch_one(pool)
-                .await
+            sqlx::query_scalar::<_, i64>(
+                sql!(
+                    "SELECT (SELECT COUNT(*) FROM functions WHERE code_checksum = ?) \
+                     + (SELECT COUNT(*) FROM function_versions WHERE code_checksum = ?)"
+                )
+                .of(e),
+            )
+            .bind(checksum)
+            .bind(checksum)
+            .fetch_one(pool)
+            .await
         })
     }
 
@@ -387,6 +411,7 @@ impl FunctionRow {
         let tags: Vec<Tag> = serde_json::from_str(&self.tags).map_err(|e| corrupt("tags", &e))?;
         Ok(FunctionRecord {
             name: FunctionName::parse(&name).map_err(|e| corrupt("name", &e))?,
+            version: None,
             function_id: self.function_id,
             config,
             code_checksum: self.code_checksum,
