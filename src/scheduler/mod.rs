@@ -1,7 +1,12 @@
 //! Resource manager: the instance table and the slots it hands out.
 //!
+//! Instances are kept in pools, one per function version: [`pool_key`] is the function's name
+//! for LATEST and `name@<id>` for a published version, so LATEST and its versions never share
+//! instances and an update of LATEST (a new revision, which retires the pool's older
+//! instances) leaves the versions' pools alone.
+//!
 //! A slot is one of an instance's `instanceConcurrency` places. [`ResourceManager::acquire`]
-//! takes a free slot on a warm instance of the function's current revision (no I/O: one short
+//! takes a free slot on a warm instance of the pool's current revision (no I/O: one short
 //! lock), or starts a new instance when the callers waiting outnumber the places that
 //! instances already starting will offer, up to `max_instances_per_function`; past that it
 //! waits for a slot until `acquire_timeout`. A [`Slot`] frees its place when dropped, exactly
@@ -58,6 +63,9 @@ pub enum AcquireError {
     /// Cluster: the leader found no such function (deleted meanwhile).
     #[error("function '{0}' does not exist")]
     NoSuchFunction(String),
+    /// Cluster: the leader found no such version of the function (deleted meanwhile).
+    #[error("version {version} of function '{function}' does not exist")]
+    NoSuchVersion { function: String, version: u64 },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -90,12 +98,32 @@ struct Pool {
     notify: Arc<Notify>,
 }
 
+/// The pool of a function's LATEST (`name`) or of one of its versions (`name@<id>`). `@` cannot
+/// occur in a function name, so keys of different functions never collide.
+pub fn pool_key(function: &str, version: Option<u64>) -> String {
+    match version {
+        None => function.to_string(),
+        Some(v) => format!("{function}@{v}"),
+    }
+}
+
+/// The function name and version of a pool key.
+fn split_pool_key(key: &str) -> (&str, Option<u64>) {
+    match key.split_once('@') {
+        Some((name, v)) => (name, v.parse().ok()),
+        None => (key, None),
+    }
+}
+
 /// A read-only view of one instance, for tests, the admin API and metrics.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct InstanceView {
     pub instance_id: String,
     pub function_name: String,
+    /// The published version it serves; absent for LATEST.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<u64>,
     pub node_id: String,
     pub revision: i64,
     pub inflight: u32,
@@ -149,6 +177,7 @@ impl From<Unplaced> for AcquireError {
 
 /// What a start reserved, released when it finishes.
 struct Started {
+    /// The pool key.
     name: String,
     node_id: String,
     memory_mb: u64,
@@ -246,8 +275,9 @@ impl ResourceManager {
         m.node_memory_bytes.with_label_values(&["placed"]).set((used << 20) as i64);
     }
 
-    /// Claim a slot for one invocation of `f` (its current revision): from this process's
-    /// table, or from the cluster's leader when another controller leads.
+    /// Claim a slot for one invocation of `f` (its current revision; LATEST or the version it
+    /// is): from this process's table, or from the cluster's leader when another controller
+    /// leads.
     pub async fn acquire(&self, f: &FunctionRecord) -> Result<Slot, AcquireError> {
         let deadline = Instant::now() + self.inner.cfg.acquire_timeout();
         loop {
@@ -271,7 +301,8 @@ impl ResourceManager {
     /// Claim a slot from this process's own table (the all-in-one server, or the leader).
     pub async fn acquire_local(&self, f: &FunctionRecord) -> Result<Slot, AcquireError> {
         let inner = &self.inner;
-        let name = f.name.as_str();
+        let key = pool_key(f.name.as_str(), f.version);
+        let name = key.as_str();
         let deadline = Instant::now() + inner.cfg.acquire_timeout();
         let mut cold_start = false;
         loop {
@@ -362,7 +393,7 @@ impl ResourceManager {
         let instance_id = new_instance_id();
         let (name, revision) = (f.name.to_string(), f.revision);
         let (memory_mb, cpu, concurrency) = (f.config.memory_size.into(), f.config.cpu, f.config.instance_concurrency);
-        let started = Started { name: name.clone(), node_id, memory_mb, cpu };
+        let started = Started { name: pool_key(&name, f.version), node_id, memory_mb, cpu };
         let spec = match spec::instance_spec(f, &instance_id, &inner.platform) {
             Ok(s) => s,
             Err(e) => {
@@ -371,7 +402,7 @@ impl ResourceManager {
             }
         };
         let rm = self.clone();
-        tracing::info!(function = %name, instance = %instance_id, revision, "starting an instance");
+        tracing::info!(function = %name, version = %f.version_name(), instance = %instance_id, revision, "starting an instance");
         // In the caller's span: the lines of this start belong to the invocation that asked.
         let task = inner.tracker.spawn(async move {
             let t0 = Instant::now();
@@ -455,4 +486,19 @@ impl ResourceManager {
         }
     }
 
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{pool_key, split_pool_key};
+
+    #[test]
+    fn latest_and_versions_have_pools_of_their_own() {
+        assert_eq!(pool_key("f", None), "f");
+        assert_eq!(pool_key("f", Some(12)), "f@12");
+        assert_eq!(split_pool_key("f@12"), ("f", Some(12)));
+        assert_eq!(split_pool_key("f"), ("f", None));
+        // A function named like another's version pool cannot exist ('@' is not a name character).
+        assert!(crate::model::FunctionName::parse("f@1").is_err());
+    }
 }

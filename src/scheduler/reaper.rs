@@ -10,13 +10,25 @@ use super::{InstanceState, InstanceView, ResourceManager};
 use crate::agent::{InstanceInfo, Node};
 
 impl ResourceManager {
-    /// Take every instance of a function out of service (update or delete); the reaper stops
-    /// them once idle.
-    pub fn retire(&self, function: &str) {
+    /// Take every instance of one pool out of service (LATEST updated, a version deleted); the
+    /// reaper stops them once idle. `key` is a [`super::pool_key`].
+    pub fn retire(&self, key: &str) {
         let mut pools = self.inner.pools.lock().expect("pools lock");
-        if let Some(p) = pools.get_mut(function) {
+        if let Some(p) = pools.get_mut(key) {
             for i in &mut p.instances {
                 i.state = InstanceState::Draining;
+            }
+        }
+    }
+
+    /// Take the instances of a function and of all its versions out of service (delete).
+    pub fn retire_function(&self, function: &str) {
+        let mut pools = self.inner.pools.lock().expect("pools lock");
+        for (key, p) in pools.iter_mut() {
+            if super::split_pool_key(key).0 == function {
+                for i in &mut p.instances {
+                    i.state = InstanceState::Draining;
+                }
             }
         }
     }
@@ -66,10 +78,11 @@ impl ResourceManager {
         let pools = self.inner.pools.lock().expect("pools lock");
         pools
             .iter()
-            .flat_map(|(name, p)| p.instances.iter().map(move |i| (name, i)))
-            .map(|(name, i)| InstanceView {
+            .flat_map(|(key, p)| p.instances.iter().map(move |i| (super::split_pool_key(key), i)))
+            .map(|((name, version), i)| InstanceView {
                 instance_id: i.info.instance_id.clone(),
-                function_name: name.clone(),
+                function_name: name.to_string(),
+                version,
                 node_id: i.info.node_id.clone(),
                 revision: i.revision,
                 inflight: i.inflight,

@@ -50,7 +50,7 @@ pub enum DeleteVersion {
 /// What a qualifier names, for a caller without a cache (the async dispatcher).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Resolution {
-    Found(FunctionRecord),
+    Found(Box<FunctionRecord>),
     NoFunction,
     NoVersion(u64),
     NoAlias(String),
@@ -243,7 +243,7 @@ impl Store {
     pub async fn resolve(&self, name: &str, q: &Qualifier, roll: f64) -> Result<Resolution, StoreError> {
         let version = match q {
             Qualifier::Latest => {
-                return Ok(self.get_function(name).await?.map_or(Resolution::NoFunction, Resolution::Found));
+                return Ok(self.get_function(name).await?.map_or(Resolution::NoFunction, |f| Resolution::Found(Box::new(f))));
             }
             Qualifier::Version(v) => *v,
             Qualifier::Alias(a) => match self.get_alias(name, a).await? {
@@ -253,7 +253,7 @@ impl Store {
             },
         };
         Ok(match self.get_function_at(name, version).await? {
-            Some(f) => Resolution::Found(f),
+            Some(f) => Resolution::Found(Box::new(f)),
             None if self.get_function(name).await?.is_none() => Resolution::NoFunction,
             None => Resolution::NoVersion(version),
         })
