@@ -25,7 +25,7 @@ impl ResourceManager {
     pub fn retire_function(&self, function: &str) {
         let mut pools = self.inner.pools.lock().expect("pools lock");
         for (key, p) in pools.iter_mut() {
-            if super::split_pool_key(key).0 == function {
+            if super::pools::split_pool_key(key).0 == function {
                 for i in &mut p.instances {
                     i.state = InstanceState::Draining;
                 }
@@ -78,7 +78,7 @@ impl ResourceManager {
         let pools = self.inner.pools.lock().expect("pools lock");
         pools
             .iter()
-            .flat_map(|(key, p)| p.instances.iter().map(move |i| (super::split_pool_key(key), i)))
+            .flat_map(|(key, p)| p.instances.iter().map(move |i| (super::pools::split_pool_key(key), i)))
             .map(|((name, version), i)| InstanceView {
                 instance_id: i.info.instance_id.clone(),
                 function_name: name.to_string(),

@@ -8,7 +8,8 @@
 //! same on every engine.
 
 use super::sql::{Engine, sql};
-use super::{Db, FunctionRow, Store, StoreError, on_db};
+use super::functions::FunctionRow;
+use super::{Db, Store, StoreError, on_db};
 use crate::model::version::{Qualifier, VersionRecord};
 use crate::model::FunctionRecord;
 
