@@ -43,7 +43,7 @@ impl InvokeFailure {
                 matches!(a, AgentError::Unavailable(_) | AgentError::NotDelivered(_) | AgentError::Internal(_) | AgentError::Fenced { .. })
             }
             InvokeFailure::Acquire(AcquireError::NoImage(_)) => true,
-            InvokeFailure::Acquire(AcquireError::NoSuchFunction(_)) => false,
+            InvokeFailure::Acquire(AcquireError::NoSuchFunction(_) | AcquireError::NoSuchVersion { .. }) => false,
         }
     }
 }
@@ -87,8 +87,10 @@ pub struct Invocation {
 
 /// One invocation to run: what the invoker needs besides the slot.
 pub struct Call<'a> {
+    /// LATEST or the version that runs (an alias has already picked one).
     pub f: &'a FunctionRecord,
-    /// Only `LATEST` exists today.
+    /// What the caller named: `LATEST`, a version id or an alias. Recorded in the summary and
+    /// told to the instance (`x-fc-qualifier`).
     pub qualifier: &'a str,
     pub request_id: &'a str,
     pub kind: Kind,
@@ -144,10 +146,15 @@ pub async fn run(rm: &ResourceManager, slot: Slot, call: Call<'_>, started: Inst
 
 /// Send the event into the slot's instance (the body is reference-counted: a copy is cheap).
 async fn send(slot: &Slot, call: &Call<'_>) -> Result<InvokeResponse, AgentError> {
+    let mut headers = call.headers.clone();
+    // The instance's base headers say which version it runs; this says how the call named it.
+    if let Ok(q) = axum::http::HeaderValue::from_str(call.qualifier) {
+        headers.insert("x-fc-qualifier", q);
+    }
     let req = InvokeRequest {
         request_id: call.request_id.to_string(),
         body: call.body.clone(),
-        headers: call.headers.clone(),
+        headers,
         timeout: Duration::from_secs(call.f.config.timeout.into()),
         want_logs: call.want_logs,
     };

@@ -34,6 +34,8 @@ pub const LABEL_NODE: &str = "nubis.node";
 pub const LABEL_FUNCTION: &str = "nubis.function";
 pub const LABEL_INSTANCE: &str = "nubis.instance";
 pub const LABEL_REVISION: &str = "nubis.revision";
+/// `LATEST` or the published version the instance runs.
+pub const LABEL_VERSION: &str = "nubis.version";
 
 struct Running {
     container_id: String,
@@ -150,6 +152,7 @@ impl DockerNode {
             (LABEL_FUNCTION.to_string(), spec.function_name.clone()),
             (LABEL_INSTANCE.to_string(), spec.instance_id.clone()),
             (LABEL_REVISION.to_string(), spec.revision.to_string()),
+            (LABEL_VERSION.to_string(), spec.version.map_or_else(|| "LATEST".to_string(), |v| v.to_string())),
         ]);
         let memory = i64::from(spec.memory_mb) << 20;
         let host_config = HostConfig {

@@ -25,6 +25,10 @@ use crate::logstore::InvocationSummary;
 pub struct InstanceSpec {
     pub instance_id: String,
     pub function_name: String,
+    /// The published version it runs; None for LATEST. Defaulted so that specs from a
+    /// controller that predates versions still parse.
+    #[serde(default)]
+    pub version: Option<u64>,
     pub revision: i64,
     pub image: String,
     /// Overrides of the image's entrypoint/command (custom runtimes and containers).
@@ -60,6 +64,9 @@ fn one() -> u32 {
 pub struct InstanceReport {
     pub info: InstanceInfo,
     pub function_name: String,
+    /// Which pool a new leader puts it in: LATEST (None) or a version.
+    #[serde(default)]
+    pub version: Option<u64>,
     pub revision: i64,
     pub memory_mb: u32,
     pub cpu: f64,

@@ -94,11 +94,11 @@ fn agent_error(e: AgentError) -> Response {
 
 async fn start(State(s): State<AgentService>, Json(spec): Json<InstanceSpec>) -> Response {
     let span = tracing::info_span!("start", instance = %spec.instance_id, function = %spec.function_name);
-    let (function_name, revision, memory_mb, cpu, concurrency) =
-        (spec.function_name.clone(), spec.revision, spec.memory_mb, spec.cpu, spec.concurrency);
+    let (function_name, version, revision, memory_mb, cpu, concurrency) =
+        (spec.function_name.clone(), spec.version, spec.revision, spec.memory_mb, spec.cpu, spec.concurrency);
     match s.node.start_instance(spec).instrument(span).await {
         Ok(info) => {
-            let report = InstanceReport { info: info.clone(), function_name, revision, memory_mb, cpu, concurrency };
+            let report = InstanceReport { info: info.clone(), function_name, version, revision, memory_mb, cpu, concurrency };
             s.instances.lock().expect("instances lock").insert(info.instance_id.clone(), report);
             Json(info).into_response()
         }

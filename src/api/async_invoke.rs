@@ -11,7 +11,8 @@ use serde_json::{Map, Value};
 use utoipa::{IntoParams, ToSchema};
 
 use super::error::{ApiError, ErrorBody, current_request_id};
-use super::functions::{load, qualifier_or_latest};
+use super::functions::load;
+use super::qualifier::resolve_for_read;
 use super::{AppState, no_content, paging};
 use crate::dispatcher::{self, DispatchError};
 use crate::model::async_task::{AsyncConfig, DestinationTarget, TaskStatus, is_valid_task_id, new_task_id};
@@ -57,7 +58,7 @@ fn task_exists(id: &str) -> ApiError {
 
 #[derive(Deserialize, IntoParams)]
 pub struct QualifierQuery {
-    /// Only `LATEST` until versions exist.
+    /// `LATEST` (default), a version id, or an alias: each has a config of its own.
     pub qualifier: Option<String>,
 }
 
@@ -83,9 +84,8 @@ pub async fn put_async_invoke_config(
             )));
         }
     }
-    load(&st, &name).await?;
-    let qualifier = qualifier_or_latest(q.qualifier.as_deref(), &name)?;
-    let rec = st.store.put_async_config(&name, qualifier, &cfg).await?;
+    let qualifier = resolve_for_read(&st, &name, q.qualifier.as_deref()).await?.qualifier;
+    let rec = st.store.put_async_config(&name, &qualifier, &cfg).await?;
     Ok(Json(rec.to_api(&st.cfg.server.region, &st.cfg.server.account_id)))
 }
 
@@ -106,9 +106,8 @@ pub async fn get_async_invoke_config(
     q: Result<Query<QualifierQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let Query(q) = q?;
-    load(&st, &name).await?;
-    let qualifier = qualifier_or_latest(q.qualifier.as_deref(), &name)?;
-    let rec = st.store.get_async_config(&name, qualifier).await?.ok_or_else(|| config_missing(&name, qualifier))?;
+    let qualifier = resolve_for_read(&st, &name, q.qualifier.as_deref()).await?.qualifier;
+    let rec = st.store.get_async_config(&name, &qualifier).await?.ok_or_else(|| config_missing(&name, &qualifier))?;
     Ok(Json(rec.to_api(&st.cfg.server.region, &st.cfg.server.account_id)))
 }
 
@@ -121,10 +120,9 @@ pub async fn delete_async_invoke_config(
     q: Result<Query<QualifierQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(q) = q?;
-    load(&st, &name).await?;
-    let qualifier = qualifier_or_latest(q.qualifier.as_deref(), &name)?;
-    if !st.store.delete_async_config(&name, qualifier).await? {
-        return Err(config_missing(&name, qualifier));
+    let qualifier = resolve_for_read(&st, &name, q.qualifier.as_deref()).await?.qualifier;
+    if !st.store.delete_async_config(&name, &qualifier).await? {
+        return Err(config_missing(&name, &qualifier));
     }
     Ok(no_content())
 }

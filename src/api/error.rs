@@ -55,6 +55,12 @@ impl ApiError {
     pub fn function_not_found(name: &str) -> Self {
         Self::new(StatusCode::NOT_FOUND, "FunctionNotFound", format!("function '{name}' does not exist"))
     }
+    pub fn version_not_found(name: &str, version: impl std::fmt::Display) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "VersionNotFound", format!("version '{version}' of function '{name}' does not exist"))
+    }
+    pub fn alias_not_found(name: &str, alias: &str) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "AliasNotFound", format!("alias '{alias}' of function '{name}' does not exist"))
+    }
     pub fn too_large(what: &str, limit: usize) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "EntityTooLarge", format!("{what} exceeds the limit of {limit} bytes"))
     }
@@ -170,6 +176,7 @@ impl From<AcquireError> for ApiError {
             AcquireError::NodeLost(_) => Self::unavailable("the node chosen for the instance", e),
             AcquireError::NoLeader(_) => Self::unavailable("the cluster's scheduler", e),
             AcquireError::NoSuchFunction(name) => Self::function_not_found(&name),
+            AcquireError::NoSuchVersion { function, version } => Self::version_not_found(&function, version),
             AcquireError::NoImage(e) => Self::internal(e),
             AcquireError::Start(a) => match a {
                 A::Exited { .. } => Self::new(StatusCode::PRECONDITION_FAILED, "CAExited", a.to_string()),

@@ -20,6 +20,7 @@ use serde_json::{Map, Value};
 use utoipa::{IntoParams, ToSchema};
 
 use super::error::{ApiError, ErrorBody};
+use super::qualifier;
 use super::{AppState, no_content, paging};
 use crate::codestore::package;
 use crate::model::{Function, FunctionConfig, FunctionName, FunctionRecord, RuntimeKind, Tag};
@@ -69,7 +70,7 @@ pub struct ListParams {
 
 #[derive(Deserialize, IntoParams)]
 pub struct QualifierParam {
-    /// Only `LATEST` until versions exist.
+    /// `LATEST` (default), a version id, or an alias (its `versionId`).
     pub qualifier: Option<String>,
 }
 
@@ -92,18 +93,6 @@ fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError
     serde_json::from_slice(body).map_err(|e| ApiError::invalid(format!("invalid request body: {e}")))
 }
 
-
-/// Until versions exist every qualifier but LATEST names nothing.
-pub fn qualifier_or_latest(q: Option<&str>, name: &str) -> Result<&'static str, ApiError> {
-    match q {
-        None | Some("") | Some("LATEST") => Ok("LATEST"),
-        Some(other) => Err(ApiError::new(
-            axum::http::StatusCode::NOT_FOUND,
-            "VersionNotFound",
-            format!("version or alias '{other}' of function '{name}' does not exist"),
-        )),
-    }
-}
 
 /// Revisions are microseconds since the epoch, forced upward: a function deleted and created
 /// again never shares a revision with instances of its previous life.
@@ -146,17 +135,15 @@ async fn accept_code(st: &AppState, code: &InputCode) -> Result<(String, u64, By
     .map_err(ApiError::from)
 }
 
-/// Remove a code blob nobody references any more (best effort: an orphan blob is only
-/// wasted space, never wrong data).
 /// How long a cluster keeps a package after the last function stopped using it: other
 /// controllers may still start instances of the old revision for as long as their function
 /// cache holds it (1 s), and agents may be fetching it for a start already under way.
 const CODE_GRACE: std::time::Duration = std::time::Duration::from_secs(60);
 
-/// A package the function no longer uses: removed now on a single box; in a cluster after
-/// [`CODE_GRACE`] (references counted again then; a package left by a restart meanwhile is
-/// never read again and only takes space).
-async fn retire_code(st: &AppState, checksum: String) {
+/// A package the function (or a deleted version) no longer uses: removed now on a single box;
+/// in a cluster after [`CODE_GRACE`] (references counted again then; a package left by a
+/// restart meanwhile is never read again and only takes space).
+pub(super) async fn retire_code(st: &AppState, checksum: String) {
     if st.etcd.is_none() {
         return collect_code(st, &checksum).await;
     }
@@ -167,6 +154,8 @@ async fn retire_code(st: &AppState, checksum: String) {
     });
 }
 
+/// Remove a code blob no function and no version references any more (best effort: an orphan
+/// blob is only wasted space, never wrong data).
 async fn collect_code(st: &AppState, checksum: &str) {
     if checksum.is_empty() {
         return;
@@ -201,6 +190,7 @@ pub async fn create_function(State(st): State<AppState>, body: Bytes) -> Result<
     let now = crate::model::now_iso();
     let record = FunctionRecord {
         name,
+        version: None,
         function_id: uuid::Uuid::new_v4().to_string(),
         config,
         code_checksum: checksum.clone(),
@@ -244,8 +234,7 @@ pub async fn get_function(
     q: Result<Query<QualifierParam>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Function>, ApiError> {
     let Query(q) = q?;
-    let f = load(&st, &name).await?;
-    qualifier_or_latest(q.qualifier.as_deref(), &name)?;
+    let f = qualifier::resolve_for_read(&st, &name, q.qualifier.as_deref()).await?.f;
     Ok(Json(api(&st, &f)))
 }
 
@@ -303,7 +292,8 @@ pub async fn update_function(
         return Err(e.into());
     }
     st.functions.invalidate(&name);
-    st.rm.retire(&name, new.revision);
+    // LATEST's pool only: the versions' instances run their frozen config and code.
+    st.rm.retire(&crate::scheduler::pool_key(&name, None), new.revision);
     if new.code_checksum != old.code_checksum {
         retire_code(&st, old.code_checksum.clone()).await;
     }
@@ -316,16 +306,20 @@ pub async fn update_function(
     responses((status = 204), (status = 404, body = ErrorBody)))]
 pub async fn delete_function(State(st): State<AppState>, Path(name): Path<String>) -> Result<Response, ApiError> {
     let f = load(&st, &name).await?;
-    if !st.store.delete_function(&name).await? {
+    // Its versions and aliases go in the same transaction.
+    let Some(version_codes) = st.store.delete_function(&name).await? else {
         return Err(ApiError::function_not_found(&name));
-    }
-    st.functions.invalidate(&name);
-    st.rm.retire(&name, next_revision(Some(f.revision)));
+    };
+    st.functions.invalidate_function(&name);
+    st.rm.retire_function(&name, next_revision(Some(f.revision)));
     // Queued events of the function end Invalid when the dispatcher meets them.
     if let Err(e) = st.store.delete_async_state_of_function(&name).await {
         tracing::warn!(function = %name, "removing async tasks and configs: {e:#}");
     }
     retire_code(&st, f.code_checksum.clone()).await;
+    for checksum in version_codes.into_iter().filter(|c| *c != f.code_checksum) {
+        retire_code(&st, checksum).await;
+    }
     tracing::info!(function = %name, "function deleted");
     Ok(no_content())
 }
@@ -347,8 +341,7 @@ pub async fn get_function_code(
     q: Result<Query<QualifierParam>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<OutputFuncCode>, ApiError> {
     let Query(q) = q?;
-    let f = load(&st, &name).await?;
-    qualifier_or_latest(q.qualifier.as_deref(), &name)?;
+    let f = qualifier::resolve_for_read(&st, &name, q.qualifier.as_deref()).await?.f;
     if f.code_checksum.is_empty() {
         return Err(ApiError::new(
             axum::http::StatusCode::NOT_FOUND,

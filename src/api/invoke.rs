@@ -1,6 +1,8 @@
-//! InvokeFunction. Sync: cached function record → [`invoker::invoke`] (a slot from the
-//! resource manager, warm or cold; the node forwards the event into the instance) → the answer
-//! goes back with FC's headers. No database round trip when the function is cached and an
+//! InvokeFunction. Sync: the `qualifier` resolved to a cached record (LATEST, a version, or the
+//! version an alias picks for this call) → [`invoker::invoke`] (a slot from the resource
+//! manager's pool of that version, warm or cold; the node forwards the event into the
+//! instance) → the answer goes back with FC's headers, `x-fc-invocation-service-version`
+//! naming the version that ran. No database round trip when the records are cached and an
 //! instance is warm. Async: handed to [`super::async_invoke::accept`] (202).
 //!
 //! Function failures (an exception, a timeout, running out of memory, a crash, a failed
@@ -17,7 +19,7 @@ use utoipa::IntoParams;
 
 use super::AppState;
 use super::error::{ApiError, ErrorBody, current_request_id};
-use super::functions::{cached, qualifier_or_latest};
+use super::qualifier::{Pick, resolve};
 use crate::agent::logs::tail;
 use crate::agent::{AgentError, InvokeResponse};
 use crate::invoker::{self, InvokeFailure};
@@ -28,7 +30,7 @@ const LOG_TAIL_BYTES: usize = 4096;
 
 #[derive(Deserialize, IntoParams)]
 pub struct InvokeParams {
-    /// Only `LATEST` until versions exist.
+    /// `LATEST` (default), a version id, or an alias (weighted per call).
     pub qualifier: Option<String>,
 }
 
@@ -110,15 +112,16 @@ pub async fn invoke_function(
         Some("Async") => true,
         Some(other) => return Err(ApiError::invalid(format!("x-fc-invocation-type must be Sync or Async, got '{other}'"))),
     };
-    let f = cached(&st, &name).await?;
-    let qualifier = qualifier_or_latest(q.qualifier.as_deref(), &name)?;
+    let resolved = resolve(&st, &name, q.qualifier.as_deref(), Pick::Weighted).await?;
     if is_async {
-        return super::async_invoke::accept(&st, &name, qualifier, &headers, body).await;
+        // The qualifier is queued as named: an alias picks its version when the event runs.
+        return super::async_invoke::accept(&st, &name, &resolved.qualifier, &headers, body).await;
     }
+    let f = resolved.f;
     let request_id = current_request_id();
     let call = invoker::Call {
         f: &f,
-        qualifier,
+        qualifier: &resolved.qualifier,
         request_id: &request_id,
         kind: invoker::Kind::Sync,
         body,
@@ -135,7 +138,7 @@ pub async fn invoke_function(
         Err(InvokeFailure::Acquire(e)) => return Err(e.into()),
         Err(InvokeFailure::Agent(e)) => failed(e),
     };
-    Ok(finish(resp, &f.code_checksum, inv.instance_id.as_deref(), inv.duration))
+    Ok(finish(resp, &f, inv.instance_id.as_deref(), inv.duration))
 }
 
 /// Headers from the caller that the instance may see (FC passes none of the signing ones).
@@ -149,15 +152,16 @@ fn slot_headers(h: &HeaderMap) -> HeaderMap {
     out
 }
 
-fn finish(mut resp: Response, checksum: &str, instance: Option<&str>, took: std::time::Duration) -> Response {
+fn finish(mut resp: Response, f: &crate::model::FunctionRecord, instance: Option<&str>, took: std::time::Duration) -> Response {
     let h = resp.headers_mut();
-    if let Ok(v) = HeaderValue::from_str(checksum) {
+    if let Ok(v) = HeaderValue::from_str(&f.code_checksum) {
         h.insert("x-fc-code-checksum", v);
     }
     if let Some(i) = instance.and_then(|i| HeaderValue::from_str(i).ok()) {
         h.insert("x-fc-instance-id", i);
     }
-    h.insert("x-fc-invocation-service-version", HeaderValue::from_static("LATEST"));
+    // What ran: LATEST or the version id (for an alias, the version it picked for this call).
+    h.insert("x-fc-invocation-service-version", HeaderValue::from_str(&f.version_name()).expect("digits or LATEST"));
     h.insert("x-fc-invocation-duration", HeaderValue::from(took.as_millis() as u64));
     resp
 }

@@ -5,6 +5,7 @@
 //! body its `RequestId`) → signature check (FC routes only) → handler. The OpenAPI document
 //! is built from the same route table (utoipa-axum), so it cannot drift from what is served.
 
+pub mod aliases;
 pub mod async_invoke;
 pub mod auth;
 pub mod code;
@@ -15,6 +16,8 @@ pub mod keys;
 pub mod logs;
 pub mod nodes;
 pub mod paging;
+pub mod qualifier;
+pub mod versions;
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -34,6 +37,7 @@ use utoipa_axum::routes;
 use crate::codestore::CodeStore;
 use crate::config::Config;
 use crate::model::FunctionRecord;
+use crate::model::version::AliasRecord;
 use crate::logstore::{LogSearch, LogStore};
 use crate::metrics::Metrics;
 use crate::queue::Queue;
@@ -67,35 +71,73 @@ pub struct AppState {
     pub etcd: Option<(etcd_client::Client, crate::cluster::Keys)>,
 }
 
-/// Function records for the invoke path, so a warm call does no database round trip.
-/// Entries are dropped on update and delete through this process. With several controllers
-/// (one shared database) an update through another one is not seen here, so entries also
-/// expire after `ttl`: a change made elsewhere reaches this controller's calls within it.
+/// A cache entry and when it was stored.
+type Cached<T> = (Arc<T>, std::time::Instant);
+
+/// Function records (LATEST and versions) and aliases for the invoke path, so a warm call does
+/// no database round trip. Entries are dropped on update and delete through this process. With
+/// several controllers (one shared database) a change through another one is not seen here, so
+/// entries also expire after `ttl`: a change made elsewhere reaches this controller's calls
+/// within it. Versions never change, but they can be deleted (and a function deleted and
+/// created again reuses version ids), so they are dropped and expire like the rest.
 #[derive(Default)]
 pub struct FunctionCache {
-    map: RwLock<HashMap<String, (Arc<FunctionRecord>, std::time::Instant)>>,
+    /// By [`crate::scheduler::pool_key`]: `name` for LATEST, `name@<id>` for a version.
+    map: RwLock<HashMap<String, Cached<FunctionRecord>>>,
+    /// By (function, alias).
+    aliases: RwLock<HashMap<(String, String), Cached<AliasRecord>>>,
     ttl: Option<std::time::Duration>,
 }
 
 impl FunctionCache {
     /// Entries expire after `ttl` (cluster mode); without one they live until invalidated.
     pub fn with_ttl(ttl: Option<std::time::Duration>) -> Self {
-        Self { map: RwLock::default(), ttl }
+        Self { map: RwLock::default(), aliases: RwLock::default(), ttl }
     }
+    fn fresh(&self, at: std::time::Instant) -> bool {
+        self.ttl.is_none_or(|ttl| at.elapsed() < ttl)
+    }
+    /// LATEST.
     pub fn get(&self, name: &str) -> Option<Arc<FunctionRecord>> {
+        self.get_at(name, None)
+    }
+    /// LATEST (`None`) or a version.
+    pub fn get_at(&self, name: &str, version: Option<u64>) -> Option<Arc<FunctionRecord>> {
         let map = self.map.read().expect("cache lock");
-        let (f, at) = map.get(name)?;
-        self.ttl.is_none_or(|ttl| at.elapsed() < ttl).then(|| f.clone())
+        let (f, at) = map.get(&crate::scheduler::pool_key(name, version))?;
+        self.fresh(*at).then(|| f.clone())
     }
     /// The entry however old: for when the database cannot be read.
     pub fn get_stale(&self, name: &str) -> Option<Arc<FunctionRecord>> {
         self.map.read().expect("cache lock").get(name).map(|(f, _)| f.clone())
     }
     pub fn put(&self, f: Arc<FunctionRecord>) {
-        self.map.write().expect("cache lock").insert(f.name.to_string(), (f, std::time::Instant::now()));
+        let key = crate::scheduler::pool_key(f.name.as_str(), f.version);
+        self.map.write().expect("cache lock").insert(key, (f, std::time::Instant::now()));
     }
+    /// LATEST changed (its versions did not).
     pub fn invalidate(&self, name: &str) {
         self.map.write().expect("cache lock").remove(name);
+    }
+    pub fn invalidate_version(&self, name: &str, version: u64) {
+        self.map.write().expect("cache lock").remove(&crate::scheduler::pool_key(name, Some(version)));
+    }
+    /// The function is gone: LATEST, its versions and its aliases.
+    pub fn invalidate_function(&self, name: &str) {
+        self.map.write().expect("cache lock").retain(|_, (f, _)| f.name.as_str() != name);
+        self.aliases.write().expect("cache lock").retain(|(f, _), _| f != name);
+    }
+    pub fn get_alias(&self, name: &str, alias: &str) -> Option<Arc<AliasRecord>> {
+        let map = self.aliases.read().expect("cache lock");
+        let (a, at) = map.get(&(name.to_string(), alias.to_string()))?;
+        self.fresh(*at).then(|| a.clone())
+    }
+    pub fn put_alias(&self, a: Arc<AliasRecord>) {
+        let key = (a.function_name.clone(), a.alias_name.clone());
+        self.aliases.write().expect("cache lock").insert(key, (a, std::time::Instant::now()));
+    }
+    pub fn invalidate_alias(&self, name: &str, alias: &str) {
+        self.aliases.write().expect("cache lock").remove(&(name.to_string(), alias.to_string()));
     }
 }
 
@@ -118,6 +160,10 @@ fn fc_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(functions::get_function, functions::update_function, functions::delete_function))
         .routes(routes!(functions::get_function_code))
         .routes(routes!(invoke::invoke_function))
+        .routes(routes!(versions::publish_function_version, versions::list_function_versions))
+        .routes(routes!(versions::delete_function_version))
+        .routes(routes!(aliases::create_alias, aliases::list_aliases))
+        .routes(routes!(aliases::get_alias, aliases::update_alias, aliases::delete_alias))
         .routes(routes!(
             async_invoke::put_async_invoke_config,
             async_invoke::get_async_invoke_config,

@@ -82,13 +82,24 @@ impl ControllerService {
         });
     }
 
-    async fn function(&self, name: &str, revision: i64) -> Result<Arc<FunctionRecord>, AcquireError> {
-        if let Some(f) = self.functions.get(name).filter(|f| f.revision >= revision) {
+    /// The function (or the version of it) a follower asks a slot for, at least at the
+    /// revision the follower saw.
+    async fn function(&self, name: &str, version: Option<u64>, revision: i64) -> Result<Arc<FunctionRecord>, AcquireError> {
+        if let Some(f) = self.functions.get_at(name, version).filter(|f| f.revision >= revision) {
             return Ok(f);
         }
-        let f = match self.store.get_function(name).await {
+        let loaded = match version {
+            None => self.store.get_function(name).await,
+            Some(v) => self.store.get_function_at(name, v).await,
+        };
+        let f = match loaded {
             Ok(Some(f)) => Arc::new(f),
-            Ok(None) => return Err(AcquireError::NoSuchFunction(name.to_string())),
+            Ok(None) => {
+                return Err(match version {
+                    None => AcquireError::NoSuchFunction(name.to_string()),
+                    Some(version) => AcquireError::NoSuchVersion { function: name.to_string(), version },
+                });
+            }
             Err(e) => return Err(AcquireError::NoLeader(format!("the leader cannot read the function: {e}"))),
         };
         self.functions.put(f.clone());
@@ -110,7 +121,7 @@ async fn acquire(State(s): State<ControllerService>, Json(req): Json<AcquireRequ
     if !s.rm.is_leading() {
         return refuse(AcquireError::NoLeader("this controller is not the leader".into()));
     }
-    let f = match s.function(&req.function, req.revision).await {
+    let f = match s.function(&req.function, req.version, req.revision).await {
         Ok(f) => f,
         Err(e) => return refuse(e),
     };

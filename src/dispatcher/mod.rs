@@ -26,9 +26,10 @@ use crate::config::DispatcherConfig;
 use crate::invoker::{self, InvokeFailure};
 use crate::model::async_task::{AsyncConfig, AsyncTask, TaskStatus};
 use crate::model::FunctionRecord;
+use crate::model::version::Qualifier;
 use crate::queue::{Delivery, Queue, QueueError, QueueMessage};
 use crate::scheduler::ResourceManager;
-use crate::store::{Store, StoreError, TaskChange};
+use crate::store::{Resolution, Store, StoreError, TaskChange};
 
 /// Event detail prefix of a run that repeats one whose outcome was lost.
 pub const REDELIVERED: &str = "re-delivered";
@@ -257,12 +258,30 @@ impl Dispatcher {
 
     async fn try_handle(&self, d: &Delivery, msg: &AsyncMessage, cancel: &CancellationToken) -> Result<HandleOutcome, DispatchError> {
         let s = &self.inner;
-        let Some(f) = s.store.get_function(&msg.function_name).await? else {
-            // Deleted since: its tasks went with it (or are marked invalid if still there).
-            let change = change(TaskStatus::Invalid, "the function no longer exists");
-            s.store.transition_task(&msg.function_name, &msg.task_id, &[], &TaskChange { end_ms: Some(now_ms()), ..change }).await?;
-            s.queue.ack(d).await?;
-            return Ok(HandleOutcome::Dropped);
+        // What the event runs: LATEST, a version, or the version its alias picks now (per
+        // attempt, by the alias's weights).
+        let resolved = match Qualifier::parse(Some(&msg.qualifier)) {
+            Ok(q) => s.store.resolve(&msg.function_name, &q, rand::random::<f64>()).await?,
+            Err(_) => Resolution::NoAlias(msg.qualifier.clone()),
+        };
+        let f = match resolved {
+            Resolution::Found(f) => *f,
+            Resolution::NoFunction => {
+                // Deleted since: its tasks went with it (or are marked invalid if still there).
+                let change = change(TaskStatus::Invalid, "the function no longer exists");
+                s.store.transition_task(&msg.function_name, &msg.task_id, &[], &TaskChange { end_ms: Some(now_ms()), ..change }).await?;
+                s.queue.ack(d).await?;
+                return Ok(HandleOutcome::Dropped);
+            }
+            Resolution::NoVersion(_) | Resolution::NoAlias(_) => {
+                // The version or alias was deleted after the event was accepted: nothing to run.
+                let detail = format!("version or alias '{}' of the function no longer exists", msg.qualifier);
+                let unfinished: Vec<TaskStatus> = TaskStatus::ALL.into_iter().filter(|t| !t.is_final()).collect();
+                let change = TaskChange { end_ms: Some(now_ms()), ..change(TaskStatus::Invalid, &detail) };
+                s.store.transition_task(&msg.function_name, &msg.task_id, &unfinished, &change).await?;
+                s.queue.ack(d).await?;
+                return Ok(HandleOutcome::Finished(TaskStatus::Invalid));
+            }
         };
         let task = match s.store.get_task(&msg.function_name, &msg.task_id).await? {
             Some(t) if t.request_id != msg.request_id => {

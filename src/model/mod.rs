@@ -3,6 +3,7 @@
 pub mod async_task;
 pub mod function;
 pub mod runtime;
+pub mod version;
 
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -29,9 +30,15 @@ impl ValidationError {
 
 /// A stored function: its validated config plus what the platform computed.
 /// `revision` increases on every update; instances serve exactly one revision.
+///
+/// The same shape carries a published version's frozen config and code (`version` is then
+/// `Some`), so everything that runs a function (scheduler, invoker, instance spec) runs a
+/// version the same way.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FunctionRecord {
     pub name: FunctionName,
+    /// None: LATEST, the function as it is now. Some(id): the immutable version `id`.
+    pub version: Option<u64>,
     pub function_id: String,
     pub config: FunctionConfig,
     /// CRC-64/XZ of the code zip as a decimal string; empty for custom containers without code.
@@ -74,6 +81,11 @@ pub struct Function {
 impl FunctionRecord {
     pub fn arn(&self, region: &str, account_id: &str) -> String {
         format!("acs:fc:{region}:{account_id}:functions/{}", self.name)
+    }
+
+    /// What runs: `LATEST` or the version id (`x-fc-invocation-service-version`).
+    pub fn version_name(&self) -> String {
+        self.version.map_or_else(|| version::LATEST.to_string(), |v| v.to_string())
     }
 
     pub fn to_api(&self, region: &str, account_id: &str) -> Function {

@@ -6,7 +6,7 @@
 //!
 //! | call (leader's internal listener) | body | answer |
 //! |---|---|---|
-//! | `POST /internal/v1/scheduler/acquire` | `{"function", "revision"}` | [`Granted`], or an [`AcquireError`] with [`ERROR_HEADER`] |
+//! | `POST /internal/v1/scheduler/acquire` | `{"function", "version", "revision"}` (version absent: LATEST) | [`Granted`], or an [`AcquireError`] with [`ERROR_HEADER`] |
 //! | `POST /internal/v1/scheduler/release` | `{"lease", "discard"}` | 204 |
 //! | `GET /internal/v1/scheduler/nodes` | | `[NodeView]` |
 //! | `POST /internal/v1/scheduler/nodes/{id}/drain` | | `NodeView` |
@@ -41,6 +41,9 @@ pub(super) enum Role {
 #[derive(Debug, Serialize, Deserialize)]
 pub struct AcquireRequest {
     pub function: String,
+    /// The published version to run (the leader loads its frozen config); None for LATEST.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<u64>,
     pub revision: i64,
 }
 
@@ -110,7 +113,7 @@ impl LeaderClient {
     }
 
     pub(super) async fn acquire(&self, f: &FunctionRecord) -> Result<Slot, AcquireError> {
-        let req = AcquireRequest { function: f.name.to_string(), revision: f.revision };
+        let req = AcquireRequest { function: f.name.to_string(), version: f.version, revision: f.revision };
         let resp = self.post("/acquire").json(&req).timeout(ACQUIRE_DEADLINE).send().await.map_err(|e| self.unreachable(e))?;
         if resp.headers().contains_key(ERROR_HEADER) {
             return Err(resp.json::<AcquireError>().await.map_err(|e| self.unreachable(e))?);

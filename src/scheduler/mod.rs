@@ -1,5 +1,10 @@
 //! Resource manager: the instance table and the slots it hands out.
 //!
+//! Instances are kept in pools, one per function version: [`pool_key`] is the function's name
+//! for LATEST and `name@<id>` for a published version, so LATEST and its versions never share
+//! instances and an update of LATEST (a new revision, which retires the pool's older
+//! instances) leaves the versions' pools alone.
+//!
 //! A slot is one of an instance's `instanceConcurrency` places. [`ResourceManager::acquire`]
 //! takes a free slot on a warm instance of the function's current revision (no I/O: one short
 //! lock), or starts a new instance when the callers waiting outnumber the places that
@@ -11,12 +16,14 @@
 pub mod leader;
 pub mod nodes;
 pub mod placement;
+mod pools;
 mod reaper;
 mod slot;
 mod start;
 pub mod spec;
 
 pub use nodes::host_capacity;
+pub use pools::pool_key;
 pub use slot::Slot;
 use slot::Waiting;
 
@@ -59,6 +66,9 @@ pub enum AcquireError {
     /// Cluster: the leader found no such function (deleted meanwhile).
     #[error("function '{0}' does not exist")]
     NoSuchFunction(String),
+    /// Cluster: the leader found no such version of the function (deleted meanwhile).
+    #[error("version {version} of function '{function}' does not exist")]
+    NoSuchVersion { function: String, version: u64 },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -97,6 +107,9 @@ struct Pool {
 pub struct InstanceView {
     pub instance_id: String,
     pub function_name: String,
+    /// The published version it serves; absent for LATEST.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<u64>,
     pub node_id: String,
     pub revision: i64,
     pub inflight: u32,
@@ -258,7 +271,8 @@ impl ResourceManager {
         let mut current: Option<FunctionRecord> = None;
         loop {
             let f = current.as_ref().unwrap_or(caller);
-            let name = f.name.as_str();
+            let key = pool_key(f.name.as_str(), f.version);
+            let name = key.as_str();
             if Instant::now() >= deadline && !cold_start {
                 return Err(AcquireError::Throttled {
                     function: name.to_string(),
@@ -349,6 +363,11 @@ impl ResourceManager {
                     }
                 }
                 None => {
+                    if let Some(version) = f.version {
+                        // A version never changes: its pool is newer only once it was deleted.
+                        return Err(AcquireError::NoSuchVersion { function: f.name.to_string(), version });
+                    }
+                    let name = f.name.as_str();
                     let Some(store) = inner.store.get() else {
                         return Err(AcquireError::NoLeader(format!("function '{name}' changed and cannot be read again here")));
                     };

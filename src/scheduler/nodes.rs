@@ -94,7 +94,7 @@ impl ResourceManager {
         let mut pools = self.inner.pools.lock().expect("pools lock");
         let mut adopted = 0;
         for r in reports {
-            let pool = pools.entry(r.function_name).or_default();
+            let pool = pools.entry(super::pool_key(&r.function_name, r.version)).or_default();
             if pool.instances.iter().any(|i| i.info.instance_id == r.info.instance_id) {
                 continue;
             }

@@ -10,26 +10,42 @@ use super::{InstanceState, InstanceView, ResourceManager};
 use crate::agent::{InstanceInfo, Node};
 
 impl ResourceManager {
-    /// Callers waiting for a slot of `function` (tests, diagnostics).
-    pub fn waiting(&self, function: &str) -> usize {
-        self.inner.pools.lock().expect("pools lock").get(function).map_or(0, |p| p.waiting)
+    /// Callers waiting for a slot of a pool (tests, diagnostics). `key` is a
+    /// [`super::pool_key`].
+    pub fn waiting(&self, key: &str) -> usize {
+        self.inner.pools.lock().expect("pools lock").get(key).map_or(0, |p| p.waiting)
     }
 
-    /// Take every instance of a function out of service (update or delete); the reaper stops
-    /// them once idle.
+    /// Take every instance of one pool out of service (LATEST updated, a version deleted); the
+    /// reaper stops them once idle. `key` is a [`super::pool_key`].
     ///
-    /// `revision`: the function's revision from now on (an update), or, for a delete, a
-    /// revision later than any it had (revisions are times: a function created again later
-    /// gets a later one). Callers still holding an older record read the current one instead
-    /// of starting the old revision again (and a deleted function's get FunctionNotFound).
-    pub fn retire(&self, function: &str, revision: i64) {
+    /// `revision`: the pool's revision from now on (an update), or, for a delete, a revision
+    /// later than any it had (revisions are times: a function created again later gets a later
+    /// one). Callers still holding an older record read the current one instead of starting
+    /// the old revision again (and a deleted function's get FunctionNotFound).
+    pub fn retire(&self, key: &str, revision: i64) {
         let mut pools = self.inner.pools.lock().expect("pools lock");
-        if let Some(p) = pools.get_mut(function) {
+        if let Some(p) = pools.get_mut(key) {
             p.revision = p.revision.max(revision);
             for i in &mut p.instances {
                 i.state = InstanceState::Draining;
             }
             p.notify.notify_waiters();
+        }
+    }
+
+    /// Take the instances of a function and of all its versions out of service (delete), with
+    /// `revision` later than any they had (see [`Self::retire`]).
+    pub fn retire_function(&self, function: &str, revision: i64) {
+        let mut pools = self.inner.pools.lock().expect("pools lock");
+        for (key, p) in pools.iter_mut() {
+            if super::pools::split_pool_key(key).0 == function {
+                p.revision = p.revision.max(revision);
+                for i in &mut p.instances {
+                    i.state = InstanceState::Draining;
+                }
+                p.notify.notify_waiters();
+            }
         }
     }
 
@@ -78,10 +94,11 @@ impl ResourceManager {
         let pools = self.inner.pools.lock().expect("pools lock");
         pools
             .iter()
-            .flat_map(|(name, p)| p.instances.iter().map(move |i| (name, i)))
-            .map(|(name, i)| InstanceView {
+            .flat_map(|(key, p)| p.instances.iter().map(move |i| (super::pools::split_pool_key(key), i)))
+            .map(|((name, version), i)| InstanceView {
                 instance_id: i.info.instance_id.clone(),
-                function_name: name.clone(),
+                function_name: name.to_string(),
+                version,
                 node_id: i.info.node_id.clone(),
                 revision: i.revision,
                 inflight: i.inflight,

@@ -52,6 +52,9 @@ pub fn instance_spec(f: &FunctionRecord, instance_id: &str, p: &Platform) -> Res
         }
     };
     let port = c.port().to_string();
+    // An instance runs one version (or LATEST); the alias a call came through, if any, is
+    // sent per request by the invoker (x-fc-qualifier).
+    let version = f.version_name();
     let init = c.initializer();
     let init_timeout = init.map(|h| h.timeout.unwrap_or(DEFAULT_INIT_TIMEOUT_SECS));
     let mut env: Vec<(String, String)> = c.environment_variables.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
@@ -67,7 +70,7 @@ pub fn instance_spec(f: &FunctionRecord, instance_id: &str, p: &Platform) -> Res
         ("FC_ACCOUNT_ID", p.account_id.clone()),
         ("FC_INSTANCE_ID", instance_id.to_string()),
         ("FC_FUNC_CODE_PATH", "/code/".to_string()),
-        ("FC_QUALIFIER", "LATEST".to_string()),
+        ("FC_QUALIFIER", version.clone()),
         ("PYTHONUNBUFFERED", "1".to_string()),
     ];
     // Platform variables win over user ones of the same name: the contract depends on them.
@@ -84,8 +87,8 @@ pub fn instance_spec(f: &FunctionRecord, instance_id: &str, p: &Platform) -> Res
     header(&mut headers, "x-fc-function-timeout", &c.timeout.to_string());
     header(&mut headers, "x-fc-region", &p.region);
     header(&mut headers, "x-fc-account-id", &p.account_id);
-    header(&mut headers, "x-fc-qualifier", "LATEST");
-    header(&mut headers, "x-fc-version-id", "LATEST");
+    header(&mut headers, "x-fc-qualifier", &version);
+    header(&mut headers, "x-fc-version-id", &version);
     if let (Some(h), Some(t)) = (init, init_timeout) {
         header(&mut headers, "x-fc-function-initializer", h.handler.as_deref().unwrap_or(""));
         header(&mut headers, "x-fc-initialization-timeout", &t.to_string());
@@ -93,6 +96,7 @@ pub fn instance_spec(f: &FunctionRecord, instance_id: &str, p: &Platform) -> Res
     Ok(InstanceSpec {
         instance_id: instance_id.to_string(),
         function_name: f.name.to_string(),
+        version: f.version,
         revision: f.revision,
         image,
         entrypoint,

@@ -28,6 +28,7 @@ impl From<Unplaced> for AcquireError {
 
 /// What a start reserved, released when it finishes.
 struct Started {
+    /// The pool key.
     name: String,
     node_id: String,
     memory_mb: u64,
@@ -47,7 +48,7 @@ impl ResourceManager {
         let instance_id = new_instance_id();
         let (name, revision) = (f.name.to_string(), f.revision);
         let (memory_mb, cpu, concurrency) = (f.config.memory_size.into(), f.config.cpu, f.config.instance_concurrency);
-        let started = Started { name: name.clone(), node_id, memory_mb, cpu };
+        let started = Started { name: super::pool_key(&name, f.version), node_id, memory_mb, cpu };
         let spec = match spec::instance_spec(f, &instance_id, &inner.platform) {
             Ok(s) => s,
             Err(e) => {
@@ -56,7 +57,7 @@ impl ResourceManager {
             }
         };
         let rm = self.clone();
-        tracing::info!(function = %name, instance = %instance_id, revision, "starting an instance");
+        tracing::info!(function = %name, version = %f.version_name(), instance = %instance_id, revision, "starting an instance");
         // In the caller's span: the lines of this start belong to the invocation that asked.
         let task = inner.tracker.spawn(async move {
             let t0 = Instant::now();

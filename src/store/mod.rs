@@ -1,8 +1,9 @@
 //! All SQL lives here.
 //!
 //! What is persisted: function metadata (config, code checksum, revision) and sealed access keys;
-//! async invoke configs and task records (`async_tasks`); with SQLite, also the embedded queue's
-//! messages (`crate::queue::embedded`, same database).
+//! published versions (frozen config and code checksum) and aliases (`versions.rs`,
+//! `aliases.rs`); async invoke configs and task records (`async_tasks`); with SQLite, also the
+//! embedded queue's messages (`crate::queue::embedded`, same database).
 //! What is not: instances, slots, log capture state; they are rebuilt from the agents at start
 //! (and, on one node, simply started afresh after orphans are removed).
 //!
@@ -26,14 +27,18 @@ use sqlx::migrate::MigrateError;
 use sqlx::{Connection, SqlitePool};
 
 use crate::config::DatabaseConfig;
-use crate::model::{FunctionConfig, FunctionName, FunctionRecord, Tag};
 
+mod aliases;
 mod async_configs;
 mod async_tasks;
 mod errors;
+mod functions;
 pub(crate) mod sql;
+mod versions;
 
+pub use aliases::AliasWrite;
 pub use async_tasks::{TaskChange, TaskQuery};
+pub use versions::{DeleteVersion, Publish, Resolution};
 pub use errors::StoreError;
 pub use sql::Engine;
 use sql::sql;
@@ -86,25 +91,6 @@ macro_rules! on_db {
 }
 use on_db;
 
-/// A macro, not a const, so queries stay `&'static str` literals (sqlx refuses built strings).
-macro_rules! function_columns {
-    () => {
-        "name, function_id, config, code_checksum, code_size, revision, tags, created_time, last_modified_time"
-    };
-}
-
-#[derive(sqlx::FromRow)]
-struct FunctionRow {
-    name: String,
-    function_id: String,
-    config: String,
-    code_checksum: String,
-    code_size: i64,
-    revision: i64,
-    tags: String,
-    created_time: String,
-    last_modified_time: String,
-}
 
 impl Store {
     /// Open the database `cfg.url` names (empty: the SQLite file `<data_dir>/nubis.db`) and
@@ -160,111 +146,6 @@ impl Store {
             Db::Postgres(_) => Engine::Postgres,
             Db::MySql(_) => Engine::MySql,
         }
-    }
-
-    pub async fn insert_function(&self, f: &FunctionRecord) -> Result<(), StoreError> {
-        on_db!(self, |pool, e| {
-            sqlx::query(sql!("INSERT INTO functions (", function_columns!(), ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)").of(e))
-                .bind(f.name.as_str())
-                .bind(&f.function_id)
-                .bind(to_json(&f.config))
-                .bind(&f.code_checksum)
-                .bind(f.code_size as i64)
-                .bind(f.revision)
-                .bind(to_json(&f.tags))
-                .bind(&f.created_time)
-                .bind(&f.last_modified_time)
-                .execute(pool)
-                .await
-                .map(|_| ())
-        })
-    }
-
-    /// Replace a function's row if it is still at `expected_revision` (optimistic concurrency:
-    /// two racing updates cannot silently overwrite each other).
-    pub async fn update_function(&self, f: &FunctionRecord, expected_revision: i64) -> Result<(), StoreError> {
-        let updated = on_db!(self, |pool, e| {
-            sqlx::query(
-                sql!(
-                    "UPDATE functions SET config = ?, code_checksum = ?, code_size = ?, revision = ?, \
-                     last_modified_time = ? WHERE name = ? AND revision = ?"
-                )
-                .of(e),
-            )
-            .bind(to_json(&f.config))
-            .bind(&f.code_checksum)
-            .bind(f.code_size as i64)
-            .bind(f.revision)
-            .bind(&f.last_modified_time)
-            .bind(f.name.as_str())
-            .bind(expected_revision)
-            .execute(pool)
-            .await
-            .map(|r| r.rows_affected())
-        })?;
-        // MySQL counts matched rows here too (sqlx connects with CLIENT_FOUND_ROWS), and the
-        // revision always changes anyway.
-        if updated == 1 { Ok(()) } else { Err(StoreError::Conflict) }
-    }
-
-    pub async fn get_function(&self, name: &str) -> Result<Option<FunctionRecord>, StoreError> {
-        let row = on_db!(self, |pool, e| {
-            sqlx::query_as::<_, FunctionRow>(sql!("SELECT ", function_columns!(), " FROM functions WHERE name = ?").of(e))
-                .bind(name)
-                .fetch_optional(pool)
-                .await
-        })?;
-        row.map(FunctionRow::into_record).transpose()
-    }
-
-    /// Functions whose name starts with `prefix`, after `start_after`, in name order (code
-    /// point order on every engine: the schemas use binary collations).
-    pub async fn list_functions(
-        &self,
-        prefix: &str,
-        start_after: &str,
-        limit: u32,
-    ) -> Result<Vec<FunctionRecord>, StoreError> {
-        let prefix_chars = i32::try_from(prefix.chars().count()).unwrap_or(i32::MAX);
-        let rows = on_db!(self, |pool, e| {
-            sqlx::query_as::<_, FunctionRow>(
-                sql!(
-                    "SELECT ",
-                    function_columns!(),
-                    " FROM functions WHERE substr(name, 1, ?) = ? AND name > ? ORDER BY name LIMIT ?"
-                )
-                .of(e),
-            )
-            .bind(prefix_chars)
-            .bind(prefix)
-            .bind(start_after)
-            .bind(i64::from(limit))
-            .fetch_all(pool)
-            .await
-        })?;
-        rows.into_iter().map(FunctionRow::into_record).collect()
-    }
-
-    /// True if a row was deleted.
-    pub async fn delete_function(&self, name: &str) -> Result<bool, StoreError> {
-        let deleted = on_db!(self, |pool, e| {
-            sqlx::query(sql!("DELETE FROM functions WHERE name = ?").of(e))
-                .bind(name)
-                .execute(pool)
-                .await
-                .map(|r| r.rows_affected())
-        })?;
-        Ok(deleted > 0)
-    }
-
-    /// How many functions use a code package (it may be shared by identical uploads).
-    pub async fn code_references(&self, checksum: &str) -> Result<i64, StoreError> {
-        on_db!(self, |pool, e| {
-            sqlx::query_scalar::<_, i64>(sql!("SELECT COUNT(*) FROM functions WHERE code_checksum = ?").of(e))
-                .bind(checksum)
-                .fetch_one(pool)
-                .await
-        })
     }
 
     pub async fn insert_access_key(&self, id: &str, sealed: &[u8], description: &str, created: &str) -> Result<(), StoreError> {
@@ -377,24 +258,4 @@ async fn migrate_mysql(pool: &MySqlPool, opts: &MySqlConnectOptions) -> Result<(
 
 fn to_json<T: serde::Serialize>(v: &T) -> String {
     serde_json::to_string(v).expect("model types serialize")
-}
-
-impl FunctionRow {
-    fn into_record(self) -> Result<FunctionRecord, StoreError> {
-        let name = self.name;
-        let corrupt = |what: &str, e: &dyn std::fmt::Display| StoreError::Corrupt(format!("function '{name}' {what}: {e}"));
-        let config: FunctionConfig = serde_json::from_str(&self.config).map_err(|e| corrupt("config", &e))?;
-        let tags: Vec<Tag> = serde_json::from_str(&self.tags).map_err(|e| corrupt("tags", &e))?;
-        Ok(FunctionRecord {
-            name: FunctionName::parse(&name).map_err(|e| corrupt("name", &e))?,
-            function_id: self.function_id,
-            config,
-            code_checksum: self.code_checksum,
-            code_size: u64::try_from(self.code_size).map_err(|e| corrupt("code_size", &e))?,
-            revision: self.revision,
-            tags,
-            created_time: self.created_time,
-            last_modified_time: self.last_modified_time,
-        })
-    }
 }

@@ -592,7 +592,7 @@ async fn oversized_bodies_are_entity_too_large() {
 async fn unknown_routes_are_path_not_supported() {
     let app = spawn_app().await;
     for (method, path) in
-        [("GET", "/2023-03-30/layers"), ("GET", "/nope"), ("PATCH", "/2023-03-30/functions"), ("POST", "/2023-03-30/functions/x/versions")]
+        [("GET", "/2023-03-30/layers"), ("GET", "/nope"), ("PATCH", "/2023-03-30/functions"), ("POST", "/2023-03-30/functions/x/triggers")]
     {
         let r = app.request(method, path, "", &[], vec![]).await;
         let msg = r.assert_error(400, "PathNotSupported");
@@ -606,14 +606,16 @@ async fn unknown_routes_are_path_not_supported() {
 }
 
 #[tokio::test]
-async fn unknown_qualifier_is_version_not_found() {
+async fn unknown_qualifier_is_version_or_alias_not_found() {
     let app = spawn_app().await;
     let name = unique("qual");
     assert_eq!(app.create_function(py(&name)).await.status, 200);
     let path = format!("/2023-03-30/functions/{name}");
     let msg = app.request("GET", &path, "qualifier=3", &[], vec![]).await.assert_error(404, "VersionNotFound");
     assert!(msg.contains('3') && msg.contains(&name), "{msg}");
-    app.request("GET", &format!("{path}/code"), "qualifier=prod", &[], vec![]).await.assert_error(404, "VersionNotFound");
+    app.request("GET", &format!("{path}/code"), "qualifier=prod", &[], vec![]).await.assert_error(404, "AliasNotFound");
+    // Not a name anything could have: answered like a missing version.
+    app.request("GET", &path, "qualifier=007", &[], vec![]).await.assert_error(404, "VersionNotFound");
     let r = app.request("GET", &path, "qualifier=LATEST", &[], vec![]).await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["functionName"], name.as_str());
@@ -634,6 +636,10 @@ async fn openapi_and_health_are_served_unsigned() {
         "/2023-03-30/functions/{functionName}",
         "/2023-03-30/functions/{functionName}/code",
         "/2023-03-30/functions/{functionName}/invocations",
+        "/2023-03-30/functions/{functionName}/versions",
+        "/2023-03-30/functions/{functionName}/versions/{versionId}",
+        "/2023-03-30/functions/{functionName}/aliases",
+        "/2023-03-30/functions/{functionName}/aliases/{aliasName}",
     ] {
         assert!(paths.contains_key(p), "{p} missing from {:?}", paths.keys().collect::<Vec<_>>());
     }

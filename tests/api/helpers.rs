@@ -205,9 +205,23 @@ impl ApiClient {
     }
 
     pub async fn invoke(&self, name: &str, payload: &[u8], headers: &[(&str, &str)]) -> Resp {
+        self.invoke_qualified(name, "", payload, headers).await
+    }
+
+    /// InvokeFunction with `?qualifier=` (a version id or an alias); "" leaves it out.
+    pub async fn invoke_qualified(&self, name: &str, qualifier: &str, payload: &[u8], headers: &[(&str, &str)]) -> Resp {
         let mut h = vec![("content-type", "application/octet-stream")];
         h.extend_from_slice(headers);
-        self.request("POST", &format!("/2023-03-30/functions/{name}/invocations"), "", &h, payload.to_vec()).await
+        let query = if qualifier.is_empty() { String::new() } else { format!("qualifier={qualifier}") };
+        self.request("POST", &format!("/2023-03-30/functions/{name}/invocations"), &query, &h, payload.to_vec()).await
+    }
+
+    /// A JSON request (POST/PUT with a body, GET/DELETE without).
+    pub async fn json_request(&self, method: &str, path: &str, query: &str, body: Option<Value>) -> Resp {
+        match body {
+            Some(b) => self.request(method, path, query, &[("content-type", "application/json")], b.to_string().into_bytes()).await,
+            None => self.request(method, path, query, &[], vec![]).await,
+        }
     }
 }
 

@@ -11,6 +11,7 @@ mod forwarder;
 #[path = "../support/s3.rs"]
 mod s3;
 
+mod aliases;
 mod async_tasks;
 mod auth;
 mod functions;
@@ -21,3 +22,4 @@ mod logs;
 mod metrics;
 mod storage;
 mod summary;
+mod versions;

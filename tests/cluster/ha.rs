@@ -1,6 +1,7 @@
 //! The whole cluster as separate processes: a 3-member etcd, PostgreSQL, S3 (code), Kafka
-//! (async queue), 2 controllers and 3 agents on their own 127.0.0.x addresses. Kill an agent,
-//! then the scheduler leader, then an etcd member, under load; print the failover times.
+//! (async queue), 2 controllers and 3 agents on their own 127.0.0.x addresses. Updates and a
+//! published version reach both controllers; then kill an agent, then the scheduler leader,
+//! then an etcd member, under load; print the failover times.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -182,6 +183,25 @@ async fn two_controllers_and_three_agents_survive_losing_an_agent_the_leader_and
         (via_c2.invoke("ha", b"back", &[]).await.text() == "BACK").then_some(())
     })
     .await;
+    // A version runs its frozen code through either controller: a follower sends the version
+    // with its acquire, and the leader loads that version's record (a function of its own, so
+    // the checks below see only 'ha').
+    let r = via_c1.create_function(python_function("ha-ver", lower)).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = via_c2.json_request("POST", "/2023-03-30/functions/ha-ver/versions", "", Some(json!({}))).await;
+    assert_eq!(r.json()["versionId"], "1", "{}", r.text());
+    let r = via_c1.update_function("ha-ver", json!({"code": {"zipFile": helpers::b64(&helpers::zip_of(&[("index.py", PY_UPPER)]))}})).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    for (i, api) in [&via_c1, &via_c2].into_iter().enumerate() {
+        let r = api.invoke_qualified("ha-ver", "1", b"FroZen", &[]).await;
+        let log = controllers[i].proc.log();
+        assert_eq!(r.status, 200, "c{}: {}\n{}", i + 1, r.text(), &log[log.len().saturating_sub(3000)..]);
+        assert_eq!((r.text(), r.header("x-fc-invocation-service-version")), ("frozen".to_string(), Some("1")), "through c{}", i + 1);
+        let r = api.invoke("ha-ver", b"latest", &[]).await;
+        assert_eq!((r.text(), r.header("x-fc-invocation-service-version")), ("LATEST".to_string(), Some("LATEST")), "through c{}", i + 1);
+    }
+    assert_eq!(via_c2.delete_function("ha-ver").await.status, 204);
+
     let on = membership::spread(&via_c1, "ha", 2).await;
     println!("instances of 'ha' on {on:?}");
 

@@ -43,6 +43,7 @@ FN_RAISE = PREFIX + "b_raise"    # raises ValueError
 FN_OTHER = PREFIX + "c_other"    # a third function, for list paging
 ALL_FUNCTIONS = [FN_ECHO, FN_RAISE, FN_OTHER]
 FN_BAD_MEMORY = PREFIX + "d_badmem"  # must never be created
+FN_VER = PREFIX + "e_versions"   # versions and aliases: answers "<tag>:<event>"
 
 PRINT_MARKER = f"nubis-sdk-e2e-print-{RUN_ID}"
 RAISE_MARKER = f"nubis-sdk-e2e-boom-{RUN_ID}"
@@ -94,6 +95,9 @@ ZIP_V1 = make_zip({"index.py": CODE_V1})
 ZIP_V2 = make_zip({"index.py": CODE_V2})
 ZIP_RAISE = make_zip({"index.py": CODE_RAISE})
 ZIP_OTHER = make_zip({"index.py": CODE_OTHER})
+# Made once: a zip's bytes (and so its checksum) depend on the time it was written.
+ZIP_TAG_ONE = make_zip({"index.py": 'def handler(event, context):\n    return b"one:" + event\n'})
+ZIP_TAG_TWO = make_zip({"index.py": 'def handler(event, context):\n    return b"two:" + event\n'})
 
 
 def crc64_ecma(data):
@@ -182,6 +186,18 @@ def expect_error(fn, code, status=None):
             assert got_status == status, f"{code}: expected HTTP {status}, got {got_status}"
         return e
     raise AssertionError(f"expected error {code!r}, but the call succeeded")
+
+
+def invoke_qualified(name, payload, qualifier):
+    resp = CLIENT.invoke_function_with_options(
+        name, fc_models.InvokeFunctionRequest(body=payload, qualifier=qualifier),
+        fc_models.InvokeFunctionHeaders(), RuntimeOptions())
+    return resp, read_body(resp)
+
+
+def publish(name, description=None):
+    return CLIENT.publish_function_version(
+        name, fc_models.PublishFunctionVersionRequest(body=fc_models.PublishVersionInput(description=description))).body
 
 
 # ----------------------------------------------------------------------------- tests
@@ -697,6 +713,69 @@ def test_async_delete_functions():
         expect_error(lambda n=name: get_function(n), "FunctionNotFound", 404)
 
 
+# ----------------------------------------------------------------------------- versions and aliases
+
+def test_publish_function_version():
+    create_function(FN_VER, ZIP_TAG_ONE)
+    v = publish(FN_VER, "one")
+    assert (v.version_id, v.description) == ("1", "one"), f"version {v.to_map()}"
+    assert v.created_time and v.last_modified_time, f"times missing: {v.to_map()}"
+    # LATEST unchanged since version 1: refused as FC does
+    e = expect_error(lambda: publish(FN_VER), "VersionPublishError", 400)
+    assert "No changes were made since last publish" in e.message, e.message
+    CLIENT.update_function(FN_VER, fc_models.UpdateFunctionRequest(body=fc_models.UpdateFunctionInput(
+        code=fc_models.InputCodeLocation(zip_file=b64(ZIP_TAG_TWO)))))
+    assert publish(FN_VER, "two").version_id == "2"
+    page = CLIENT.list_function_versions(FN_VER, fc_models.ListFunctionVersionsRequest(direction="FORWARD", limit=1)).body
+    assert [x.version_id for x in page.versions] == ["1"] and page.direction == "FORWARD" and page.next_token, page.to_map()
+    page = CLIENT.list_function_versions(FN_VER, fc_models.ListFunctionVersionsRequest(
+        direction="FORWARD", limit=1, next_token=page.next_token)).body
+    assert [x.version_id for x in page.versions] == ["2"] and not page.next_token, page.to_map()
+    newest = CLIENT.list_function_versions(FN_VER, fc_models.ListFunctionVersionsRequest()).body
+    assert [x.version_id for x in newest.versions] == ["2", "1"], newest.to_map()
+    fn = CLIENT.get_function(FN_VER, fc_models.GetFunctionRequest(qualifier="1")).body
+    assert fn.code_checksum == crc64_ecma(ZIP_TAG_ONE), f"version 1 checksum {fn.code_checksum}"
+
+
+def test_invoke_with_qualifier():
+    resp, body = invoke_qualified(FN_VER, b"x", "1")
+    assert body == b"one:x", f"version 1 answered {body!r}"
+    assert header(resp, "x-fc-invocation-service-version") == "1", dict(resp.headers)
+    resp, body = invoke_qualified(FN_VER, b"x", None)
+    assert body == b"two:x" and header(resp, "x-fc-invocation-service-version") == "LATEST", body
+    expect_error(lambda: invoke_qualified(FN_VER, b"x", "9"), "VersionNotFound", 404)
+    expect_error(lambda: invoke_qualified(FN_VER, b"x", "nope"), "AliasNotFound", 404)
+
+
+def test_create_alias_and_route():
+    a = CLIENT.create_alias(FN_VER, fc_models.CreateAliasRequest(body=fc_models.CreateAliasInput(
+        alias_name="prod", version_id="1", description="canary", additional_version_weight={"2": 0.5}))).body
+    assert (a.alias_name, a.version_id, a.description) == ("prod", "1", "canary"), a.to_map()
+    assert a.additional_version_weight == {"2": 0.5}, a.to_map()
+    expect_error(lambda: CLIENT.create_alias(FN_VER, fc_models.CreateAliasRequest(body=fc_models.CreateAliasInput(
+        alias_name="prod", version_id="2"))), "AliasAlreadyExists", 409)
+    # Half the calls each way: 40 calls all landing on one version has probability 2 * 0.5^40.
+    seen = set()
+    for _ in range(40):
+        resp, body = invoke_qualified(FN_VER, b"y", "prod")
+        served = header(resp, "x-fc-invocation-service-version")
+        assert body == {"1": b"one:y", "2": b"two:y"}.get(served), f"version {served!r} answered {body!r}"
+        seen.add(served)
+    assert seen == {"1", "2"}, f"calls through the alias went only to {seen}"
+    out = CLIENT.list_aliases(FN_VER, fc_models.ListAliasesRequest(prefix="pr")).body
+    assert [x.alias_name for x in out.aliases] == ["prod"], out.to_map()
+    a = CLIENT.update_alias(FN_VER, "prod", fc_models.UpdateAliasRequest(body=fc_models.UpdateAliasInput(
+        additional_version_weight={}))).body
+    assert a.version_id == "1" and not a.additional_version_weight, a.to_map()
+    assert CLIENT.get_alias(FN_VER, "prod").body.description == "canary"
+    expect_error(lambda: CLIENT.delete_function_version(FN_VER, "1"), "VersionInUse", 409)
+    CLIENT.delete_function_version(FN_VER, "2")
+    CLIENT.delete_alias(FN_VER, "prod")
+    expect_error(lambda: CLIENT.get_alias(FN_VER, "prod"), "AliasNotFound", 404)
+    CLIENT.delete_function(FN_VER)
+    expect_error(lambda: invoke_qualified(FN_VER, b"x", "1"), "FunctionNotFound", 404)
+
+
 TESTS = [
     test_create_function,
     test_get_function,
@@ -712,6 +791,9 @@ TESTS = [
     test_error_wrong_secret,
     test_error_unknown_access_key,
     test_delete_functions,
+    test_publish_function_version,
+    test_invoke_with_qualifier,
+    test_create_alias_and_route,
     test_async_create_functions,
     test_async_invoke_and_get_task,
     test_async_duplicate_task_id,
@@ -729,7 +811,7 @@ TESTS = [
 
 def cleanup():
     """Best effort: remove whatever this run created (not counted as a test)."""
-    for name in ALL_FUNCTIONS + [FN_BAD_MEMORY] + ASYNC_FUNCTIONS:
+    for name in ALL_FUNCTIONS + [FN_BAD_MEMORY, FN_VER] + ASYNC_FUNCTIONS:
         try:
             CLIENT.delete_function(name)
         except Exception:

@@ -5,10 +5,11 @@ use nubis::store::StoreError;
 
 use crate::harness::TestDb;
 
-fn function(name: &str, checksum: &str) -> FunctionRecord {
+pub fn function(name: &str, checksum: &str) -> FunctionRecord {
     let body = serde_json::json!({"runtime": "python3.10", "handler": "index.handler", "environmentVariables": {"K": "é ✓"}});
     FunctionRecord {
         name: FunctionName::parse(name).unwrap(),
+        version: None,
         function_id: uuid::Uuid::new_v4().to_string(),
         config: FunctionConfig::from_create(body.as_object().unwrap().clone()).unwrap(),
         code_checksum: checksum.into(),
@@ -46,8 +47,8 @@ pub async fn function_crud_and_optimistic_updates(db: &TestDb) {
     // Updating a missing function is a conflict too (it is not at the expected revision).
     assert!(matches!(s.update_function(&function("ghost", ""), 1).await, Err(StoreError::Conflict)));
 
-    assert!(s.delete_function("hello").await.unwrap());
-    assert!(!s.delete_function("hello").await.unwrap());
+    assert_eq!(s.delete_function("hello").await.unwrap(), Some(vec![]), "no versions, no version packages");
+    assert_eq!(s.delete_function("hello").await.unwrap(), None);
     assert_eq!(s.get_function("hello").await.unwrap(), None);
 }
 

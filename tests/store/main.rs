@@ -16,6 +16,7 @@ mod keys;
 mod migrate;
 mod outage;
 mod refusals;
+mod versions;
 
 /// One `#[tokio::test]` per (engine, body): `<engine>::<body>`.
 macro_rules! conformance {
@@ -50,6 +51,11 @@ conformance!(
     async_tasks::concurrent_transitions_lose_no_event,
     async_tasks::configs_upsert_list_delete,
     async_tasks::delete_function_state_and_counts,
+    versions::versions_publish_freeze_list_and_never_reuse_ids,
+    versions::aliases_route_to_versions_that_cannot_go_away,
+    versions::versions_hold_code_and_go_with_their_function,
+    versions::resolve_names_latest_versions_and_aliases,
+    versions::concurrent_publishes_take_one_id,
     migrate::concurrent_opens_migrate_once,
     migrate::reopening_keeps_the_data,
 );
