@@ -12,7 +12,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use etcd_client::{Client, LeaseKeepAliveStream, LeaseKeeper, ResignOptions};
+use etcd_client::{Client, ResignOptions};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -63,8 +63,15 @@ impl Election {
     async fn term(&self, seen: &Mutex<Option<String>>, cancel: &CancellationToken) -> Result<(), ClusterError> {
         let mut client = self.client.clone();
         let lease = client.lease_grant(self.ttl.as_secs().max(2) as i64, None).await?.id();
-        let (keeper, stream) = client.lease_keep_alive(lease).await?;
-        let lost = keep_alive(keeper, stream, self.ttl);
+        // Cancellation is handled below (resign first); the keeper only reports a lost lease.
+        let keeper_cancel = CancellationToken::new();
+        let _stop_keeper = keeper_cancel.clone().drop_guard();
+        let lost = async {
+            match super::keep_lease(&self.client, lease, self.ttl, &keeper_cancel).await {
+                super::LeaseEnd::Lost(e) => e,
+                super::LeaseEnd::Cancelled => std::future::pending().await,
+            }
+        };
         tokio::pin!(lost);
         let mut campaigner = self.campaign_client.clone();
         let campaign = campaigner.campaign(self.keys.election(), self.me.clone(), lease);
@@ -142,22 +149,6 @@ impl Election {
                 _ = tokio::time::sleep(backoff(attempt)) => {}
                 _ = cancel.cancelled() => return,
             }
-        }
-    }
-}
-
-/// Renew the lease every TTL/3; returns (with the reason) when it is lost.
-async fn keep_alive(mut keeper: LeaseKeeper, mut stream: LeaseKeepAliveStream, ttl: Duration) -> ClusterError {
-    let mut tick = tokio::time::interval(ttl / 3);
-    loop {
-        tick.tick().await;
-        if let Err(e) = keeper.keep_alive().await {
-            return e.into();
-        }
-        match tokio::time::timeout(ttl, stream.message()).await {
-            Ok(Ok(Some(r))) if r.ttl() > 0 => {}
-            Ok(Err(e)) => return e.into(),
-            _ => return ClusterError::LeaseLost,
         }
     }
 }

@@ -106,3 +106,57 @@ async fn connect_with(cfg: &ClusterConfig, timeout: Option<Duration>) -> Result<
 pub(crate) fn backoff(attempt: u32) -> Duration {
     Duration::from_millis((200u64 << attempt.min(4)).min(2000))
 }
+
+/// How a kept lease ended.
+#[derive(Debug)]
+pub enum LeaseEnd {
+    /// Shutdown asked for it (the caller revokes the lease).
+    Cancelled,
+    /// The lease could not be renewed within its TTL, or etcd says it expired.
+    Lost(ClusterError),
+}
+
+/// Keep `lease` alive until cancelled or lost, renewing every TTL/3. A broken keep-alive
+/// stream (an etcd member dies, a connection resets) is opened again on the same lease, through
+/// whichever member answers: the lease is only given up when no renewal has been confirmed for
+/// a whole TTL, which is when etcd itself may expire it.
+pub async fn keep_lease(client: &etcd_client::Client, lease: i64, ttl: Duration, cancel: &tokio_util::sync::CancellationToken) -> LeaseEnd {
+    let mut confirmed = tokio::time::Instant::now();
+    let period = ttl / 3;
+    loop {
+        if confirmed.elapsed() >= ttl {
+            return LeaseEnd::Lost(ClusterError::LeaseLost);
+        }
+        let mut c = client.clone();
+        let opened = tokio::select! {
+            o = c.lease_keep_alive(lease) => o,
+            _ = cancel.cancelled() => return LeaseEnd::Cancelled,
+        };
+        if let Ok((mut keeper, mut stream)) = opened {
+            let mut tick = tokio::time::interval(period);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = cancel.cancelled() => return LeaseEnd::Cancelled,
+                }
+                if keeper.keep_alive().await.is_err() {
+                    break;
+                }
+                match tokio::time::timeout(period, stream.message()).await {
+                    Ok(Ok(Some(r))) if r.ttl() > 0 => confirmed = tokio::time::Instant::now(),
+                    // etcd answered: the lease is gone.
+                    Ok(Ok(Some(_))) => return LeaseEnd::Lost(ClusterError::LeaseLost),
+                    _ => break,
+                }
+                if confirmed.elapsed() >= ttl {
+                    return LeaseEnd::Lost(ClusterError::LeaseLost);
+                }
+            }
+        }
+        tracing::debug!(lease, "lease keep-alive interrupted; reopening it");
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+            _ = cancel.cancelled() => return LeaseEnd::Cancelled,
+        }
+    }
+}

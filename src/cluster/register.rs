@@ -10,7 +10,7 @@ use etcd_client::{Client, PutOptions};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::{ClusterError, Keys, NodeRecord, backoff};
+use super::{ClusterError, Keys, LeaseEnd, NodeRecord, backoff};
 
 pub fn spawn(client: Client, keys: Keys, record: NodeRecord, ttl: Duration, tracker: &TaskTracker, cancel: CancellationToken) {
     tracker.spawn(async move {
@@ -39,26 +39,13 @@ async fn session(client: &mut Client, keys: &Keys, record: &NodeRecord, ttl: Dur
     let value = serde_json::to_vec(record).expect("record serializes");
     client.put(keys.node(&record.node_id), value, Some(PutOptions::new().with_lease(lease))).await?;
     tracing::info!(node = %record.node_id, address = %record.address, lease, "node registered in etcd");
-    let (mut keeper, mut stream) = client.lease_keep_alive(lease).await?;
-    let mut tick = tokio::time::interval(ttl / 3);
-    loop {
-        tokio::select! {
-            _ = cancel.cancelled() => {
-                if let Err(e) = client.lease_revoke(lease).await {
-                    tracing::warn!("revoking the membership lease: {e} (it expires on its own)");
-                }
-                return Ok(());
+    match super::keep_lease(client, lease, ttl, cancel).await {
+        LeaseEnd::Cancelled => {
+            if let Err(e) = client.lease_revoke(lease).await {
+                tracing::warn!("revoking the membership lease: {e} (it expires on its own)");
             }
-            _ = tick.tick() => {
-                keeper.keep_alive().await?;
-                match tokio::time::timeout(ttl, stream.message()).await {
-                    Ok(Ok(Some(r))) if r.ttl() > 0 => {}
-                    Ok(Ok(Some(_))) => return Err(ClusterError::LeaseLost),
-                    Ok(Ok(None)) => return Err(ClusterError::LeaseLost),
-                    Ok(Err(e)) => return Err(e.into()),
-                    Err(_) => return Err(ClusterError::LeaseLost),
-                }
-            }
+            Ok(())
         }
+        LeaseEnd::Lost(e) => Err(e),
     }
 }
