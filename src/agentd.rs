@@ -61,11 +61,7 @@ impl Agent {
     /// Serve and stay registered until `shutdown` completes, then stop in order.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
         let addr = self.local_addr();
-        let advertise = if self.cfg.cluster.agent_advertise_url.is_empty() {
-            format!("http://{addr}")
-        } else {
-            self.cfg.cluster.agent_advertise_url.clone()
-        };
+        let advertise = cluster::advertised(&self.cfg.cluster.agent_advertise_url, addr);
         let record = NodeRecord {
             node_id: self.cfg.agent.node_id.clone(),
             address: advertise,

@@ -186,11 +186,7 @@ impl Server {
             let listener = TcpListener::bind(cfg.cluster.controller_listen)
                 .await
                 .with_context(|| format!("binding the controller listener {}", cfg.cluster.controller_listen))?;
-            let me = if cfg.cluster.controller_advertise_url.is_empty() {
-                format!("http://{}", listener.local_addr()?)
-            } else {
-                cfg.cluster.controller_advertise_url.clone()
-            };
+            let me = cluster::advertised(&cfg.cluster.controller_advertise_url, listener.local_addr()?);
             rm.join_cluster();
             let service = cluster::controller::ControllerService::new(rm.clone(), store.clone(), &cfg.cluster.secret, functions.clone());
             service.spawn_sweeper(&tracker, cancel.child_token());

@@ -75,19 +75,19 @@ impl RemoteNode {
         AgentError::Internal(format!("node agent {} answered {status}: {}", self.node_id, String::from_utf8_lossy(&body)))
     }
 
-    /// Instances the agent runs, for a new leader to adopt. Carries the epoch, so from then on
-    /// the agent refuses the previous leader.
-    pub async fn list(&self) -> Result<Vec<InstanceReport>, AgentError> {
-        let resp = self
-            .control(reqwest::Method::GET, "/instances")
-            .timeout(CONTROL_DEADLINE)
-            .send()
-            .await
-            .map_err(|e| self.unreachable(e))?;
+    /// Send a control call and read its JSON answer (or the agent's error).
+    async fn call<T: serde::de::DeserializeOwned>(&self, req: reqwest::RequestBuilder, deadline: Duration) -> Result<T, AgentError> {
+        let resp = req.timeout(deadline).send().await.map_err(|e| self.unreachable(e))?;
         if !resp.status().is_success() {
             return Err(self.error_of(resp).await);
         }
         resp.json().await.map_err(|e| self.unreachable(e))
+    }
+
+    /// Instances the agent runs, for a new leader to adopt. Carries the epoch, so from then on
+    /// the agent refuses the previous leader.
+    pub async fn list(&self) -> Result<Vec<InstanceReport>, AgentError> {
+        self.call(self.control(reqwest::Method::GET, "/instances"), CONTROL_DEADLINE).await
     }
 }
 
@@ -98,17 +98,7 @@ impl Node for RemoteNode {
     }
 
     async fn start_instance(&self, spec: InstanceSpec) -> Result<InstanceInfo, AgentError> {
-        let resp = self
-            .control(reqwest::Method::POST, "/instances")
-            .json(&spec)
-            .timeout(START_DEADLINE)
-            .send()
-            .await
-            .map_err(|e| self.unreachable(e))?;
-        if !resp.status().is_success() {
-            return Err(self.error_of(resp).await);
-        }
-        resp.json().await.map_err(|e| self.unreachable(e))
+        self.call(self.control(reqwest::Method::POST, "/instances").json(&spec), START_DEADLINE).await
     }
 
     async fn invoke(&self, instance: &InstanceInfo, req: InvokeRequest) -> Result<InvokeResponse, AgentError> {
@@ -172,16 +162,7 @@ impl Node for RemoteNode {
     /// Stop everything the agent runs: the resource manager adopting a node starts from a
     /// clean slate (instances placed by an earlier controller are unknown here).
     async fn remove_orphans(&self) -> Result<usize, AgentError> {
-        let resp = self
-            .control(reqwest::Method::POST, "/reset")
-            .timeout(START_DEADLINE)
-            .send()
-            .await
-            .map_err(|e| self.unreachable(e))?;
-        if !resp.status().is_success() {
-            return Err(self.error_of(resp).await);
-        }
-        let v: serde_json::Value = resp.json().await.map_err(|e| self.unreachable(e))?;
+        let v: serde_json::Value = self.call(self.control(reqwest::Method::POST, "/reset"), START_DEADLINE).await?;
         Ok(v["stopped"].as_u64().unwrap_or(0) as usize)
     }
 }

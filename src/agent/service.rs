@@ -17,7 +17,7 @@ use axum::Json;
 use base64::Engine;
 use tracing::Instrument;
 
-use super::wire::{self, ERROR_HEADER};
+use super::wire::{self, error_response as error};
 use super::{AgentError, InstanceReport, InstanceSpec, InvokeRequest, Node};
 
 #[derive(Clone)]
@@ -78,11 +78,6 @@ async fn fence(State(s): State<AgentService>, req: Request, next: Next) -> Respo
     next.run(req).await
 }
 
-fn error(status: StatusCode, e: AgentError) -> Response {
-    let mut resp = (status, Json(e)).into_response();
-    resp.headers_mut().insert(ERROR_HEADER, HeaderValue::from_static("1"));
-    resp
-}
 
 fn agent_error(e: AgentError) -> Response {
     let status = match e {

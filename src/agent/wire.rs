@@ -65,17 +65,19 @@ pub async fn require_secret(
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
-    use axum::response::IntoResponse;
     let presented = req.headers().get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer "));
     match presented {
         Some(t) if token_matches(&secret, t) => next.run(req).await,
-        _ => {
-            let e = super::AgentError::Internal("missing or wrong cluster secret".into());
-            let mut resp = (axum::http::StatusCode::UNAUTHORIZED, axum::Json(e)).into_response();
-            resp.headers_mut().insert(ERROR_HEADER, HeaderValue::from_static("1"));
-            resp
-        }
+        _ => error_response(axum::http::StatusCode::UNAUTHORIZED, super::AgentError::Internal("missing or wrong cluster secret".into())),
     }
+}
+
+/// An AgentError as the protocol answers it: JSON, with [`ERROR_HEADER`] set.
+pub fn error_response(status: axum::http::StatusCode, e: super::AgentError) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let mut resp = (status, axum::Json(e)).into_response();
+    resp.headers_mut().insert(ERROR_HEADER, HeaderValue::from_static("1"));
+    resp
 }
 
 /// `Authorization` value for the secret.

@@ -102,6 +102,12 @@ async fn connect_with(cfg: &ClusterConfig, timeout: Option<Duration>) -> Result<
     Ok(etcd_client::Client::connect(&cfg.etcd_endpoints, Some(opts)).await?)
 }
 
+/// The URL others reach a listener at: the configured one, or `http://<bound address>` (the
+/// port actually bound, so port 0 works).
+pub fn advertised(configured: &str, bound: std::net::SocketAddr) -> String {
+    if configured.is_empty() { format!("http://{bound}") } else { configured.to_string() }
+}
+
 /// Backoff between attempts after an etcd error: 200 ms doubling to 2 s.
 pub(crate) fn backoff(attempt: u32) -> Duration {
     Duration::from_millis((200u64 << attempt.min(4)).min(2000))

@@ -74,8 +74,9 @@ struct ClientInner {
     auth: HeaderValue,
     secret: String,
     http: reqwest::Client,
-    /// RemoteNodes by (node id, address), reused for their connection pools.
-    nodes: Mutex<HashMap<(String, String), Arc<RemoteNode>>>,
+    /// RemoteNodes by node id (with the address they were made for), reused for their
+    /// connection pools.
+    nodes: Mutex<HashMap<String, (String, Arc<RemoteNode>)>>,
     tracker: tokio_util::task::TaskTracker,
 }
 
@@ -129,12 +130,16 @@ impl LeaderClient {
 
     fn node(&self, node_id: &str, address: &str) -> Arc<dyn Node> {
         let mut nodes = self.inner.nodes.lock().expect("nodes lock");
-        let key = (node_id.to_string(), address.to_string());
-        let n = nodes.entry(key).or_insert_with(|| {
-            // Followers only invoke; invocations carry no fencing epoch.
-            Arc::new(RemoteNode::new(node_id, address, &self.inner.secret, Arc::new(AtomicI64::new(0))))
-        });
-        n.clone()
+        // A lookup without allocating: this runs on every call through a follower.
+        if let Some((a, n)) = nodes.get(node_id)
+            && a == address
+        {
+            return n.clone();
+        }
+        // Followers only invoke; invocations carry no fencing epoch.
+        let n = Arc::new(RemoteNode::new(node_id, address, &self.inner.secret, Arc::new(AtomicI64::new(0))));
+        nodes.insert(node_id.to_string(), (address.to_string(), n.clone()));
+        n
     }
 
     /// Free a slot at the leader, in the background (the slot's lease there is the backstop).

@@ -245,15 +245,18 @@ impl ResourceManager {
     pub async fn acquire(&self, f: &FunctionRecord) -> Result<Slot, AcquireError> {
         let deadline = Instant::now() + self.inner.cfg.acquire_timeout();
         loop {
-            // Registered before the role is read, so a change right after cannot be missed.
-            let changed = self.inner.role_changed.notified();
-            tokio::pin!(changed);
-            changed.as_mut().enable();
             let role = self.inner.role.lock().expect("role lock").clone();
             match role {
                 leader::Role::Local | leader::Role::Leading => return self.acquire_local(f).await,
                 leader::Role::Following(Some(client)) => return client.acquire(f).await,
                 leader::Role::Following(None) => {
+                    // Registered, then the role read again, so a change in between is not missed.
+                    let changed = self.inner.role_changed.notified();
+                    tokio::pin!(changed);
+                    changed.as_mut().enable();
+                    if !matches!(*self.inner.role.lock().expect("role lock"), leader::Role::Following(None)) {
+                        continue;
+                    }
                     if tokio::time::timeout_at(deadline.into(), changed).await.is_err() {
                         return Err(AcquireError::NoLeader("no leader elected yet".into()));
                     }
