@@ -31,8 +31,9 @@ fn code() -> String {
 }
 
 /// The tests that pause the OpenSearch-API server take turns (one's SIGCONT would end the
-/// other's outage).
-static OUTAGE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+/// other's outage) and hold it exclusively; the tests that need it answering hold it shared,
+/// so no query of theirs meets another test's outage.
+static OUTAGE: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
 
 fn pid_of_cluster() -> String {
     let pid_file = std::env::var("NUBIS_TEST_OPENSEARCH_PID_FILE").unwrap_or_else(|_| {
@@ -121,6 +122,7 @@ async fn invoke_ok(app: &TestApp, function: &str) -> (String, Duration) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_stored_line_is_shipped_once_and_searchable_by_request() {
+    let _answering = OUTAGE.read().await;
     let prefix = unique_prefix("ship");
     let app = app(&prefix).await;
     let f = "shipper";
@@ -197,7 +199,7 @@ async fn an_outage_of_the_cluster_delays_shipping_but_loses_and_duplicates_nothi
     // data in memory, so a restart would lose what it already held. Paused, it accepts
     // connections but answers nothing, which is the harder case (requests time out).
     let pid = pid_of_cluster();
-    let _turn = OUTAGE.lock().await;
+    let _turn = OUTAGE.write().await;
     let prefix = unique_prefix("outage");
     let app = app(&prefix).await;
     let f = "outage";
@@ -263,7 +265,7 @@ async fn an_outage_of_the_cluster_delays_shipping_but_loses_and_duplicates_nothi
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lines_left_unshipped_at_shutdown_are_shipped_after_a_restart() {
     let pid = pid_of_cluster();
-    let _turn = OUTAGE.lock().await;
+    let _turn = OUTAGE.write().await;
     let prefix = unique_prefix("restart");
     let app = app(&prefix).await;
     let f = "restart";
@@ -296,6 +298,7 @@ async fn lines_left_unshipped_at_shutdown_are_shipped_after_a_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn get_function_logs_reads_every_nodes_lines_from_the_cluster() {
+    let _answering = OUTAGE.read().await;
     let prefix = unique_prefix("query");
     let a = app(&prefix).await;
     // A second node shipping to the same indices, whose own logs.db never sees the function run.
