@@ -93,6 +93,9 @@ pub struct SchedulerConfig {
     pub reap_interval_ms: u64,
     /// How long a call waits for a free slot before it is throttled (429).
     pub acquire_timeout_secs: u64,
+    /// Most instance starts in flight on one node at once; a burst's further starts queue for
+    /// the node instead of all hitting its container engine together.
+    pub max_starts_per_node: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -115,6 +118,31 @@ pub struct AgentConfig {
     /// Pull a custom-container image that is not present on the node. Off: such a function
     /// fails to start with ImageNotFound (machines without a registry, tests).
     pub pull_missing_images: bool,
+    /// Pre-started runtime containers waiting to be handed a function (`[agent.warm_pool]`).
+    pub warm_pool: WarmPoolConfig,
+}
+
+/// The node's pool of pre-started generic runtime containers ("stem cells"): a cold start of a
+/// built-in runtime takes one instead of creating a container.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WarmPoolConfig {
+    pub enabled: bool,
+    /// Most idle cells on the node, all shapes together.
+    pub max_cells: usize,
+    /// Most idle cells of one shape (runtime image, memory, CPU).
+    pub max_per_shape: usize,
+    /// Runtime families kept ready from the start, at the default function size (128 MB);
+    /// other shapes join the pool when a cold start asks for them.
+    pub prewarm: Vec<String>,
+    /// A shape that hands out no cell for this long shrinks by one (to none, unless prewarmed).
+    pub idle_secs: u64,
+}
+
+impl Default for WarmPoolConfig {
+    fn default() -> Self {
+        Self { enabled: true, max_cells: 8, max_per_shape: 4, prewarm: vec!["python3".into(), "nodejs".into()], idle_secs: 600 }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -324,6 +352,7 @@ impl Default for SchedulerConfig {
             idle_keep_alive_secs: 300,
             reap_interval_ms: 1000,
             acquire_timeout_secs: 30,
+            max_starts_per_node: 4,
         }
     }
 }
@@ -347,6 +376,7 @@ impl Default for AgentConfig {
             start_timeout_secs: 30,
             run_as: "10001:10001".into(),
             pull_missing_images: true,
+            warm_pool: WarmPoolConfig::default(),
         }
     }
 }
