@@ -199,6 +199,7 @@ pub async fn create_function(State(st): State<AppState>, body: Bytes) -> Result<
         tags: input.tags.unwrap_or_default(),
         created_time: now.clone(),
         last_modified_time: now,
+        controls: Default::default(),
     };
     let gc = st.code_gc.lock().await;
     if !checksum.is_empty() {

@@ -48,6 +48,20 @@ pub struct FunctionRecord {
     pub tags: Vec<Tag>,
     pub created_time: String,
     pub last_modified_time: String,
+    /// Function-wide switches that are not part of its code or config: changing them makes no
+    /// new revision (instances keep running). A version's record carries its function's.
+    pub controls: FunctionControls,
+}
+
+/// Set by PutConcurrencyConfig and Enable/DisableFunctionInvocation.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FunctionControls {
+    /// Most calls of the function (all versions) in flight at once; beyond it sync calls are
+    /// throttled and async ones wait in the queue. None: no reservation.
+    pub reserved_concurrency: Option<u32>,
+    /// DisableFunctionInvocation: calls are refused until it is enabled again.
+    pub invocation_disabled: bool,
+    pub disabled_reason: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize, ToSchema)]

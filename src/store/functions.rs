@@ -168,6 +168,7 @@ impl FunctionRow {
             tags,
             created_time: self.created_time,
             last_modified_time: self.last_modified_time,
+            controls: Default::default(),
         })
     }
 }

@@ -18,6 +18,7 @@ pub fn function(name: &str, checksum: &str) -> FunctionRecord {
         tags: vec![Tag { key: "team".into(), value: "a".into() }],
         created_time: "2026-01-01T00:00:00Z".into(),
         last_modified_time: "2026-01-01T00:00:00Z".into(),
+        controls: Default::default(),
     }
 }
 
