@@ -43,11 +43,11 @@ impl Agent {
         let logs = crate::server::open_logs(&cfg, &tracker, &cancel, &metrics).await?;
         // The controllers' code store (S3 in a cluster): agents fetch packages themselves.
         let code = CodeStore::open(&cfg.codestore, dir).await.context("opening the code store")?;
-        let node = crate::server::local_node(&cfg, &code, &logs, &tracker).await?;
+        let node = crate::server::local_node(&cfg, &code, &logs, &tracker, cancel.child_token(), metrics.clone()).await?;
         // The body limit covers the largest event plus headroom for the JSON spec of a start.
         let capacity = crate::scheduler::host_capacity();
         let service =
-            AgentService::new(Arc::new(node), &cfg.cluster.secret, cfg.limits.max_sync_payload_bytes + (1 << 20), metrics, capacity.memory_mb);
+            AgentService::new(node, &cfg.cluster.secret, cfg.limits.max_sync_payload_bytes + (1 << 20), metrics, capacity.memory_mb);
         let listener = TcpListener::bind(cfg.cluster.agent_listen)
             .await
             .with_context(|| format!("binding the agent listener {}", cfg.cluster.agent_listen))?;

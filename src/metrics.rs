@@ -40,6 +40,10 @@ pub struct Metrics {
     pub node_memory_bytes: IntGaugeVec,
     /// Instances that went away with their node (agent lost, lease expired).
     pub instances_lost: IntCounter,
+    /// Idle pre-started cells of this node's warm pool.
+    pub warm_pool_cells: IntGauge,
+    /// Starts of pool-eligible instances, by whether a cell was there (`hit`) or not (`miss`).
+    pub warm_pool_handoffs: IntCounterVec,
 }
 
 /// Outcome label of one invocation.
@@ -119,8 +123,17 @@ impl Default for Metrics {
             IntGaugeVec::new(Opts::new("nubis_node_memory_bytes", "Memory this node offers to instances, and how much is placed"), &["kind"])
                 .expect("valid metric");
         r.register(Box::new(node_memory_bytes.clone())).expect("unique metric");
+        let warm_pool_cells = IntGauge::new("nubis_warm_pool_cells", "Idle pre-started runtime cells on this node").expect("valid metric");
+        r.register(Box::new(warm_pool_cells.clone())).expect("unique metric");
         Self {
             instances_lost,
+            warm_pool_cells,
+            warm_pool_handoffs: counter(
+                &r,
+                "nubis_warm_pool_handoffs_total",
+                "Starts of instances a warm-pool cell can serve, by whether one was ready",
+                &["result"],
+            ),
             invocations: counter(&r, "nubis_invocations_total", "Function invocations by outcome", &["function", "kind", "outcome"]),
             invocation_seconds: histogram(
                 &r,

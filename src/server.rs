@@ -108,7 +108,15 @@ pub async fn open_logs(cfg: &Config, tracker: &TaskTracker, cancel: &Cancellatio
 }
 
 /// The Docker node of this machine, with orphans of an earlier run removed.
-pub async fn local_node(cfg: &Config, code: &CodeStore, logs: &LogStore, tracker: &TaskTracker) -> anyhow::Result<DockerNode> {
+/// Its warm pool runs until `cancel`.
+pub async fn local_node(
+    cfg: &Config,
+    code: &CodeStore,
+    logs: &LogStore,
+    tracker: &TaskTracker,
+    cancel: CancellationToken,
+    metrics: Arc<Metrics>,
+) -> anyhow::Result<Arc<DockerNode>> {
     let limits = package::Limits {
         max_zip_bytes: cfg.limits.max_code_zip_bytes,
         max_unzipped_bytes: cfg.limits.max_code_unzipped_bytes,
@@ -116,9 +124,11 @@ pub async fn local_node(cfg: &Config, code: &CodeStore, logs: &LogStore, tracker
     };
     let cache = CodeCache::new(cfg.server.data_dir.join("code-cache"), code.clone(), limits)?;
     let docker = docker::connect(&cfg.agent).await.context("connecting to Docker")?;
-    let node = DockerNode::new(docker, cfg.agent.clone(), cache, logs.clone(), cfg.limits.max_response_bytes, tracker.clone());
+    let node = DockerNode::new(docker, cfg.agent.clone(), cache, logs.clone(), cfg.limits.max_response_bytes, tracker.clone(), metrics);
     let removed = crate::agent::Node::remove_orphans(&node).await.context("removing orphaned instances")?;
     tracing::info!(node = %cfg.agent.node_id, removed, "node agent ready");
+    let node = Arc::new(node);
+    node.spawn_warm_pool(cancel);
     Ok(node)
 }
 
@@ -173,8 +183,8 @@ impl Server {
         rm.set_local_logs(logs.clone(), cfg.agent.node_id.clone());
         rm.set_store(store.clone());
         if roles.agent {
-            let node = local_node(&cfg, &code, &logs, &tracker).await?;
-            rm.add_node(Arc::new(node), crate::scheduler::host_capacity(), String::new());
+            let node = local_node(&cfg, &code, &logs, &tracker, cancel.child_token(), metrics.clone()).await?;
+            rm.add_node(node, crate::scheduler::host_capacity(), String::new());
         }
         // Cluster: other controllers update functions too; bound how long a change takes to
         // reach this one's invoke path (and its scheduler, when it leads).

@@ -334,6 +334,7 @@ impl Harness {
             ("NUBIS_DISPATCHER__RETRY_MAX_MS", "1000"),
             ("NUBIS_SERVER__SHUTDOWN_GRACE_SECS", "10"),
             ("NUBIS_AGENT__PULL_MISSING_IMAGES", "false"),
+            ("NUBIS_AGENT__WARM_POOL__ENABLED", "false"),
         ]
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .to_vec();

@@ -9,6 +9,12 @@ const { pathToFileURL } = require('url');
 const CODE_DIR = process.env.FC_FUNC_CODE_PATH || '/code';
 const handlers = new Map(); // handler spec -> Promise<function>
 let initRun = null; // shared by concurrent /initialize calls; reset on failure so the next call retries
+// A warm-pool cell starts with no function: it waits for the agent's one specialize call, which
+// brings the function's environment (its code is linked into /code by then). The token proves
+// the caller is the agent; it is removed from the environment before any user code runs.
+const cellToken = process.env.NUBIS_CELL_TOKEN || '';
+delete process.env.NUBIS_CELL_TOKEN;
+let specialized = !cellToken;
 
 const say = (line) => process.stdout.write(line + '\n'); // synchronous on Linux pipes, so ordered with user output
 
@@ -168,8 +174,19 @@ async function initialize(req, res) {
   reply(res, 500, err, true); // the contract treats any non-2xx as a failed initializer
 }
 
+function specialize(req, res, body) {
+  if (!cellToken || specialized) return reply(res, 409, Buffer.from('not a waiting cell\n'), false, 'text/plain');
+  if (req.headers['x-nubis-cell-token'] !== cellToken) return reply(res, 403, Buffer.from('bad cell token\n'), false, 'text/plain');
+  const env = JSON.parse(body.length ? body.toString('utf8') : '{}').env || {};
+  for (const [k, v] of Object.entries(env)) process.env[k] = String(v);
+  specialized = true;
+  return reply(res, 200);
+}
+
 async function route(req, res, body) {
   const p = req.url.split('?')[0];
+  if (req.method === 'POST' && p === '/nubis/specialize') return specialize(req, res, body);
+  if (!specialized) return reply(res, 503, Buffer.from('cell not specialized\n'), false, 'text/plain');
   if (req.method === 'POST' && p === '/invoke') return invoke(req, res, body);
   if (req.method === 'POST' && p === '/initialize') return initialize(req, res);
   reply(res, 404, Buffer.from('not found\n'), false, 'text/plain');

@@ -19,6 +19,12 @@ _local = threading.local()  # request id of the invocation running on this threa
 _handlers = {}
 _init_lock = threading.Lock()
 _initialized = False
+# A warm-pool cell starts with no function: it waits for the agent's one specialize call, which
+# brings the function's environment (its code is linked into /code by then). The token proves
+# the caller is the agent; it is removed from the environment before any user code runs.
+_cell_token = os.environ.pop("NUBIS_CELL_TOKEN", "")
+_cell_lock = threading.Lock()
+_specialized = not _cell_token
 
 
 class _Formatter(logging.Formatter):
@@ -163,7 +169,11 @@ class Handler(BaseHTTPRequestHandler):
     def _dispatch(self):
         event = self._read_body()
         path = self.path.split("?", 1)[0]
-        if self.command == "POST" and path == "/invoke":
+        if self.command == "POST" and path == "/nubis/specialize":
+            self._specialize(event)
+        elif not _specialized:
+            self._reply(503, b"cell not specialized\n", content_type="text/plain")
+        elif self.command == "POST" and path == "/invoke":
             self._invoke(event)
         elif self.command == "POST" and path == "/initialize":
             self._initialize()
@@ -191,6 +201,20 @@ class Handler(BaseHTTPRequestHandler):
             sys.stderr.flush()
             _say(end)
             _local.request_id = ""
+
+    def _specialize(self, body):
+        global _specialized
+        with _cell_lock:  # at most once, and only by the agent
+            if not _cell_token or _specialized:
+                return self._reply(409, b"not a waiting cell\n", content_type="text/plain")
+            if self.headers.get("x-nubis-cell-token", "") != _cell_token:
+                return self._reply(403, b"bad cell token\n", content_type="text/plain")
+            env = json.loads(body or b"{}").get("env", {})
+            os.environ.update({str(k): str(v) for k, v in env.items()})
+            # /code was empty when the import system first listed it.
+            importlib.invalidate_caches()
+            _specialized = True
+        self._reply(200)
 
     def _invoke(self, event):
         def call(ctx):

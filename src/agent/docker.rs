@@ -25,9 +25,11 @@ use tracing::Instrument;
 
 use super::codecache::CodeCache;
 use super::logs::LogCapture;
+use super::pool::{self, Cell, Shape, WarmPool};
 use super::{AgentError, InstanceInfo, InstanceSpec, InvokeRequest, InvokeResponse, Node};
 use crate::config::AgentConfig;
 use crate::logstore::{InvocationSummary, LogStore};
+use crate::metrics::Metrics;
 
 pub const LABEL_MANAGED: &str = "nubis.managed";
 pub const LABEL_NODE: &str = "nubis.node";
@@ -36,6 +38,13 @@ pub const LABEL_INSTANCE: &str = "nubis.instance";
 pub const LABEL_REVISION: &str = "nubis.revision";
 /// `LATEST` or the published version the instance runs.
 pub const LABEL_VERSION: &str = "nubis.version";
+/// On warm-pool cells: the shape the cell was started for (it keeps the label once it serves).
+pub const LABEL_CELL: &str = "nubis.cell";
+
+/// Runtime families whose bootstrap can wait as a warm-pool cell.
+const CELL_FAMILIES: [&str; 2] = ["python3", "nodejs"];
+/// Deadline of the specialize call into a cell (a local HTTP round trip).
+const SPECIALIZE_TIMEOUT: Duration = Duration::from_secs(2);
 
 struct Running {
     container_id: String,
@@ -46,6 +55,8 @@ struct Running {
     /// Held (read) by each summary still reading the container's memory; `stop_instance` takes
     /// it (write) before removing the container, so a discarded instance is measured first.
     measuring: Arc<tokio::sync::RwLock<()>>,
+    /// A former warm-pool cell's own code directory, removed with the instance.
+    cell_dir: Option<std::path::PathBuf>,
 }
 
 /// Longest wait for Docker's memory reading of an instance (one-shot stats answer in ~0.1 s).
@@ -72,6 +83,17 @@ pub struct DockerNode {
     max_response_bytes: usize,
     running: Mutex<HashMap<String, Arc<Running>>>,
     tracker: TaskTracker,
+    pool: Option<Arc<WarmPool>>,
+    metrics: Arc<Metrics>,
+}
+
+/// How a start through a warm-pool cell ended.
+enum HandOff {
+    Served(SocketAddr),
+    /// The function's own failure (its initializer): reported as for any start.
+    Failed(AgentError),
+    /// The cell could not take the function (it died, the link failed): start fresh instead.
+    Unusable(String),
 }
 
 /// Connect to the engine named in config (or DOCKER_HOST / the local socket) and agree on an
@@ -104,12 +126,30 @@ impl DockerNode {
         logs: LogStore,
         max_response_bytes: usize,
         tracker: TaskTracker,
+        metrics: Arc<Metrics>,
     ) -> Self {
         let mut conn = HttpConnector::new();
         // Small request/response pairs: Nagle would add up to 40 ms per call.
         conn.set_nodelay(true);
         conn.set_connect_timeout(Some(Duration::from_secs(2)));
         let http = Client::builder(TokioExecutor::new()).pool_idle_timeout(Duration::from_secs(60)).build(conn);
+        let pool = cfg.warm_pool.enabled.then(|| {
+            let images: Vec<String> = CELL_FAMILIES.iter().filter_map(|f| cfg.images.get(*f).cloned()).collect();
+            let prewarm = cfg
+                .warm_pool
+                .prewarm
+                .iter()
+                .filter_map(|family| cfg.images.get(family).filter(|_| CELL_FAMILIES.contains(&family.as_str())))
+                .map(|image| {
+                    let memory_mb = crate::model::function::DEFAULT_MEMORY_MB;
+                    let cpu = crate::model::function::default_cpu(memory_mb);
+                    Shape { image: image.clone(), memory_mb, millicpu: (cpu * 1000.0).round() as u32, port: crate::model::function::DEFAULT_PORT }
+                })
+                .collect();
+            // Per node: several nodes may share a data directory's code cache.
+            let dir = code.dir().join(format!(".cells-{}", sanitize(&cfg.node_id)));
+            Arc::new(WarmPool::new(cfg.warm_pool.clone(), dir, images, prewarm))
+        });
         Self {
             docker,
             node_id: cfg.node_id.clone(),
@@ -120,6 +160,8 @@ impl DockerNode {
             max_response_bytes,
             running: Mutex::new(HashMap::new()),
             tracker,
+            pool,
+            metrics,
         }
     }
 
@@ -146,6 +188,7 @@ impl DockerNode {
     }
 
     fn container_body(&self, spec: &InstanceSpec, code_dir: Option<String>) -> ContainerCreateBody {
+        let working_dir = code_dir.as_ref().map(|_| "/code".to_string());
         let labels = HashMap::from([
             (LABEL_MANAGED.to_string(), "true".to_string()),
             (LABEL_NODE.to_string(), self.node_id.clone()),
@@ -184,14 +227,16 @@ impl DockerNode {
             cmd: spec.cmd.clone(),
             env: Some(spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
             user: Some(self.cfg.run_as.clone()),
-            working_dir: spec.code_checksum.as_ref().map(|_| "/code".to_string()),
+            working_dir,
             labels: Some(labels),
             host_config: Some(host_config),
             ..Default::default()
         }
     }
 
-    fn follow_logs(&self, container_id: String, capture: Arc<LogCapture>) {
+    /// Follow the container's output into `capture`; until it is set (a cell waiting in the
+    /// pool), lines are dropped: no function is running there yet.
+    fn follow_logs(&self, container_id: String, capture: Arc<std::sync::OnceLock<Arc<LogCapture>>>) {
         let docker = self.docker.clone();
         // The follower outlives the invocation that started the instance: a span of its own,
         // not that request's.
@@ -209,14 +254,19 @@ impl DockerNode {
                 partial.push_str(&String::from_utf8_lossy(&msg));
                 while let Some(i) = partial.find('\n') {
                     let line: String = partial.drain(..=i).collect();
-                    capture.line(name, &line);
+                    if let Some(c) = capture.get() {
+                        c.line(name, &line);
+                    }
                 }
                 if partial.len() > super::logs::MAX_LINE {
-                    capture.line(name, &std::mem::take(&mut partial));
+                    let line = std::mem::take(&mut partial);
+                    if let Some(c) = capture.get() {
+                        c.line(name, &line);
+                    }
                 }
             }
-            if !partial.is_empty() {
-                capture.line("stdout", &partial);
+            if let Some(c) = capture.get().filter(|_| !partial.is_empty()) {
+                c.line("stdout", &partial);
             }
         }.instrument(span));
     }
@@ -332,6 +382,235 @@ impl DockerNode {
         }
     }
 
+    /// Create and start a container and wait until it is ready; removed again on failure.
+    async fn launch(
+        &self,
+        name: String,
+        body: ContainerCreateBody,
+        spec: &InstanceSpec,
+        capture: Arc<std::sync::OnceLock<Arc<LogCapture>>>,
+    ) -> Result<(String, SocketAddr), AgentError> {
+        self.ensure_image(&spec.image).await?;
+        let opts = CreateContainerOptions { name: Some(name), ..Default::default() };
+        let created = self.docker.create_container(Some(opts), body).await.map_err(|e| match e {
+            bollard::errors::Error::DockerResponseServerError { status_code: 404, .. } => AgentError::ImageNotFound(spec.image.clone()),
+            e => docker_err(e),
+        })?;
+        let id = created.id;
+        tracing::debug!(instance = %spec.instance_id, container = %id, image = %spec.image, "container created");
+        let started = async {
+            self.docker.start_container(&id, None).await.map_err(docker_err)?;
+            self.follow_logs(id.clone(), capture);
+            let info = self.docker.inspect_container(&id, None::<InspectContainerOptions>).await.map_err(docker_err)?;
+            let Some(ip) = container_ip(&info) else {
+                // A process that exits at once can be gone (and its network with it) before
+                // the inspect: that is the function's exit, not a platform fault.
+                if info.state.as_ref().and_then(|s| s.running) == Some(false) {
+                    let exit_code = info.state.as_ref().and_then(|s| s.exit_code);
+                    return Err(AgentError::Exited { exit_code, logs: self.recent_logs(&id).await });
+                }
+                return Err(AgentError::Internal("container has no bridge IP".into()));
+            };
+            let addr = SocketAddr::new(ip, spec.port);
+            tracing::debug!(instance = %spec.instance_id, %addr, "container started; waiting until it is ready");
+            self.wait_ready(&id, addr, spec).await?;
+            Ok(addr)
+        }
+        .await;
+        match started {
+            Ok(addr) => Ok((id, addr)),
+            Err(e) => {
+                self.remove(&id).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Call the function's initializer, if it has one, before the instance serves.
+    async fn initialize(&self, container_id: &str, addr: SocketAddr, spec: &InstanceSpec) -> Result<(), AgentError> {
+        let Some(timeout) = spec.initializer_timeout else { return Ok(()) };
+        tracing::debug!(instance = %spec.instance_id, "calling the initializer");
+        let mut headers = spec.base_headers.clone();
+        let request_id = crate::model::new_request_id();
+        headers.insert("x-fc-request-id", HeaderValue::from_str(&request_id).expect("ascii id"));
+        headers.insert("x-fc-control-path", HeaderValue::from_static("/initialize"));
+        match self.post(addr, "/initialize", headers, Bytes::new(), timeout).await {
+            Ok(Ok(r)) if r.status < 300 && !r.function_error => Ok(()),
+            Ok(Ok(r)) => Err(AgentError::Initialization(r)),
+            Ok(Err(e)) => Err(self.diagnose(container_id, spec.memory_mb, e.to_string()).await),
+            Err(_) => Err(AgentError::Timeout(timeout.as_secs())),
+        }
+    }
+
+    fn add_running(&self, spec: &InstanceSpec, container_id: String, capture: Arc<LogCapture>, cell_dir: Option<std::path::PathBuf>) {
+        let running = Arc::new(Running {
+            container_id,
+            capture,
+            memory_mb: spec.memory_mb,
+            base_headers: spec.base_headers.clone(),
+            measuring: Arc::default(),
+            cell_dir,
+        });
+        self.running.lock().expect("running lock").insert(spec.instance_id.clone(), running);
+    }
+
+    /// Turn a waiting cell into an instance of `spec`'s function: link the code into the cell's
+    /// directory, hand it the function's environment, initialize it.
+    async fn hand_off(&self, cell: Cell, code: &std::path::Path, spec: &InstanceSpec) -> HandOff {
+        let t0 = Instant::now();
+        let (src, dest) = (code.to_path_buf(), cell.dir.clone());
+        let linked = tokio::task::spawn_blocking(move || pool::link_tree(&src, &dest)).await;
+        let ready = match linked {
+            Ok(Ok(())) => self.specialize(&cell, spec).await,
+            Ok(Err(e)) => Err(format!("linking the code: {e}")),
+            Err(e) => Err(format!("linking the code: {e}")),
+        };
+        if let Err(why) = ready {
+            self.remove_cell(cell).await;
+            return HandOff::Unusable(why);
+        }
+        let capture = Arc::new(LogCapture::new(
+            spec.function_name.clone(),
+            spec.instance_id.clone(),
+            spec.prints_log_markers,
+            self.logs.clone(),
+        ));
+        let _ = cell.capture.set(capture.clone());
+        if let Err(e) = self.initialize(&cell.container_id, cell.addr, spec).await {
+            self.remove_cell(cell).await;
+            return HandOff::Failed(e);
+        }
+        tracing::debug!(cell = %cell.id, instance = %spec.instance_id, ms = t0.elapsed().as_millis() as u64, "warm-pool cell handed off");
+        self.add_running(spec, cell.container_id, capture, Some(cell.dir));
+        HandOff::Served(cell.addr)
+    }
+
+    async fn specialize(&self, cell: &Cell, spec: &InstanceSpec) -> Result<(), String> {
+        let env: serde_json::Map<String, serde_json::Value> =
+            spec.env.iter().map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone()))).collect();
+        let body = serde_json::to_vec(&serde_json::json!({ "env": env })).expect("JSON of strings");
+        let mut headers = HeaderMap::new();
+        headers.insert("x-nubis-cell-token", HeaderValue::from_str(&cell.token).map_err(|e| e.to_string())?);
+        headers.insert("content-type", HeaderValue::from_static("application/json"));
+        match self.post(cell.addr, "/nubis/specialize", headers, Bytes::from(body), SPECIALIZE_TIMEOUT).await {
+            Ok(Ok(r)) if r.status == 200 => Ok(()),
+            Ok(Ok(r)) => Err(format!("specialize answered {}: {}", r.status, String::from_utf8_lossy(&r.body))),
+            Ok(Err(e)) => Err(format!("specialize failed: {e}")),
+            Err(_) => Err("specialize timed out".into()),
+        }
+    }
+
+    /// Start one cell of `shape`: the runtime's bootstrap with only the shape's environment, an
+    /// empty code directory of its own, and a one-time token.
+    async fn create_cell(&self, pool: &WarmPool, shape: &Shape) -> Result<Cell, AgentError> {
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let token = uuid::Uuid::new_v4().simple().to_string();
+        let dir = pool.dir().join(&id);
+        std::fs::create_dir_all(&dir).map_err(|e| AgentError::Internal(format!("cell directory {}: {e}", dir.display())))?;
+        // The runtime user reads (and lists) the directory the code is linked into.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))
+            .map_err(|e| AgentError::Internal(format!("cell directory {}: {e}", dir.display())))?;
+        let port = shape.port.to_string();
+        let spec = InstanceSpec {
+            instance_id: format!("cell-{id}"),
+            function_name: String::new(),
+            version: None,
+            revision: 0,
+            image: shape.image.clone(),
+            entrypoint: None,
+            cmd: None,
+            code_checksum: None,
+            env: vec![
+                ("FC_SERVER_PORT".into(), port.clone()),
+                ("FC_CUSTOM_LISTEN_PORT".into(), port),
+                ("FC_FUNC_CODE_PATH".into(), "/code/".into()),
+                ("PYTHONUNBUFFERED".into(), "1".into()),
+                ("NUBIS_CELL_TOKEN".into(), token.clone()),
+            ],
+            memory_mb: shape.memory_mb,
+            cpu: shape.cpu(),
+            concurrency: 1,
+            port: shape.port,
+            health_path: None,
+            prints_log_markers: true,
+            initializer_timeout: None,
+            base_headers: HeaderMap::new(),
+        };
+        let mut body = self.container_body(&spec, Some(dir.display().to_string()));
+        if let Some(labels) = body.labels.as_mut() {
+            labels.insert(LABEL_CELL.to_string(), shape.label());
+        }
+        let capture = Arc::new(std::sync::OnceLock::new());
+        match self.launch(format!("nubis-cell-{id}"), body, &spec, capture.clone()).await {
+            Ok((container_id, addr)) => Ok(Cell { id, container_id, addr, token, dir, capture }),
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&dir);
+                Err(e)
+            }
+        }
+    }
+
+    async fn remove_cell(&self, cell: Cell) {
+        self.remove(&cell.container_id).await;
+        let _ = tokio::fs::remove_dir_all(&cell.dir).await;
+    }
+
+    /// Keep the warm pool filled (and trimmed) until `cancel`, then remove its idle cells.
+    /// One cell starts at a time: the pool must not compete with the cold starts it serves.
+    pub fn spawn_warm_pool(self: &Arc<Self>, cancel: tokio_util::sync::CancellationToken) {
+        let Some(pool) = self.pool.clone() else { return };
+        let node = self.clone();
+        let span = tracing::info_span!(parent: None, "warm_pool", node = %self.node_id);
+        self.tracker.spawn(
+            async move {
+                let mut failures = 0u32;
+                while !cancel.is_cancelled() {
+                    match pool.next_work(Instant::now()) {
+                        pool::Work::Fill(shape) => match node.create_cell(&pool, &shape).await {
+                            Ok(cell) => {
+                                failures = 0;
+                                tracing::debug!(cell = %cell.id, shape = %shape.label(), "warm-pool cell ready");
+                                if let Some(cell) = pool.put(&shape, cell) {
+                                    node.remove_cell(cell).await;
+                                }
+                            }
+                            Err(e) => {
+                                failures += 1;
+                                tracing::warn!(shape = %shape.label(), "warm-pool cell failed to start: {e}");
+                                // Backing off: a missing image or a full node will not fix itself at once.
+                                let pause = Duration::from_secs(1u64 << failures.min(6));
+                                tokio::select! {
+                                    _ = tokio::time::sleep(pause) => {}
+                                    _ = cancel.cancelled() => {}
+                                }
+                            }
+                        },
+                        pool::Work::Trim(cells) => {
+                            for cell in cells {
+                                node.remove_cell(cell).await;
+                            }
+                        }
+                        pool::Work::Nothing => {
+                            // The tick lets idle shapes shrink; hand-offs wake the loop at once.
+                            tokio::select! {
+                                _ = pool.wake.notified() => {}
+                                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                                _ = cancel.cancelled() => {}
+                            }
+                        }
+                    }
+                    node.metrics.warm_pool_cells.set(pool.idle_count() as i64);
+                }
+                for cell in pool.drain() {
+                    node.remove_cell(cell).await;
+                }
+                node.metrics.warm_pool_cells.set(0);
+            }
+            .instrument(span),
+        );
+    }
+
     fn get_running(&self, id: &str) -> Option<Arc<Running>> {
         self.running.lock().expect("running lock").get(id).cloned()
     }
@@ -344,6 +623,11 @@ impl DockerNode {
             Err(e) => tracing::warn!(container_id, "removing container: {e}"),
         }
     }
+}
+
+/// A node id as a path component.
+fn sanitize(id: &str) -> String {
+    id.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect()
 }
 
 fn container_ip(info: &bollard::models::ContainerInspectResponse) -> Option<IpAddr> {
@@ -361,75 +645,42 @@ impl Node for DockerNode {
 
     async fn start_instance(&self, spec: InstanceSpec) -> Result<InstanceInfo, AgentError> {
         let code_dir = match &spec.code_checksum {
-            Some(sum) => Some(
-                self.code.ensure(sum).await.map_err(|e| AgentError::Internal(format!("{e:#}")))?.display().to_string(),
-            ),
+            Some(sum) => Some(self.code.ensure(sum).await.map_err(|e| AgentError::Internal(format!("{e:#}")))?),
             None => None,
         };
-        self.ensure_image(&spec.image).await?;
-        let name = format!("nubis-{}", spec.instance_id);
-        let opts = CreateContainerOptions { name: Some(name), ..Default::default() };
-        let created = self.docker.create_container(Some(opts), self.container_body(&spec, code_dir)).await.map_err(|e| match e {
-            bollard::errors::Error::DockerResponseServerError { status_code: 404, .. } => AgentError::ImageNotFound(spec.image.clone()),
-            e => docker_err(e),
-        })?;
-        let id = created.id;
-        tracing::debug!(instance = %spec.instance_id, container = %id, image = %spec.image, "container created");
-        let capture = Arc::new(LogCapture::new(
+        if let (Some(pool), Some(code)) = (&self.pool, &code_dir)
+            && let Some(shape) = Shape::of(&spec, pool.images())
+        {
+            let cell = pool.take(&shape);
+            self.metrics.warm_pool_handoffs.with_label_values(&[if cell.is_some() { "hit" } else { "miss" }]).inc();
+            if let Some(cell) = cell {
+                let cell_id = cell.id.clone();
+                match self.hand_off(cell, code, &spec).await {
+                    HandOff::Served(addr) => return Ok(InstanceInfo { instance_id: spec.instance_id, node_id: self.node_id.clone(), addr }),
+                    HandOff::Failed(e) => return Err(e),
+                    HandOff::Unusable(why) => {
+                        tracing::warn!(cell = %cell_id, instance = %spec.instance_id, "warm-pool cell unusable, starting a new container: {why}");
+                    }
+                }
+            }
+        }
+        let capture = Arc::new(std::sync::OnceLock::new());
+        let _ = capture.set(Arc::new(LogCapture::new(
             spec.function_name.clone(),
             spec.instance_id.clone(),
             spec.prints_log_markers,
             self.logs.clone(),
-        ));
-        let started = async {
-            self.docker.start_container(&id, None).await.map_err(docker_err)?;
-            self.follow_logs(id.clone(), capture.clone());
-            let info = self.docker.inspect_container(&id, None::<InspectContainerOptions>).await.map_err(docker_err)?;
-            let Some(ip) = container_ip(&info) else {
-                // A process that exits at once can be gone (and its network with it) before
-                // the inspect: that is the function's exit, not a platform fault.
-                if info.state.as_ref().and_then(|s| s.running) == Some(false) {
-                    let exit_code = info.state.as_ref().and_then(|s| s.exit_code);
-                    return Err(AgentError::Exited { exit_code, logs: self.recent_logs(&id).await });
-                }
-                return Err(AgentError::Internal("container has no bridge IP".into()));
-            };
-            let addr = SocketAddr::new(ip, spec.port);
-            tracing::debug!(instance = %spec.instance_id, %addr, "container started; waiting until it is ready");
-            self.wait_ready(&id, addr, &spec).await?;
-            if let Some(timeout) = spec.initializer_timeout {
-                tracing::debug!(instance = %spec.instance_id, "calling the initializer");
-                let mut headers = spec.base_headers.clone();
-                let request_id = crate::model::new_request_id();
-                headers.insert("x-fc-request-id", HeaderValue::from_str(&request_id).expect("ascii id"));
-                headers.insert("x-fc-control-path", HeaderValue::from_static("/initialize"));
-                match self.post(addr, "/initialize", headers, Bytes::new(), timeout).await {
-                    Ok(Ok(r)) if r.status < 300 && !r.function_error => {}
-                    Ok(Ok(r)) => return Err(AgentError::Initialization(r)),
-                    Ok(Err(e)) => return Err(self.diagnose(&id, spec.memory_mb, e.to_string()).await),
-                    Err(_) => return Err(AgentError::Timeout(timeout.as_secs())),
-                }
-            }
-            Ok(addr)
+        )));
+        let name = format!("nubis-{}", spec.instance_id);
+        let body = self.container_body(&spec, code_dir.map(|d| d.display().to_string()));
+        let (id, addr) = self.launch(name, body, &spec, capture.clone()).await?;
+        if let Err(e) = self.initialize(&id, addr, &spec).await {
+            self.remove(&id).await;
+            return Err(e);
         }
-        .await;
-        match started {
-            Ok(addr) => {
-                let running = Arc::new(Running {
-                    container_id: id,
-                    capture,
-                    memory_mb: spec.memory_mb,
-                    base_headers: spec.base_headers,
-                    measuring: Arc::default(),
-                });
-                self.running.lock().expect("running lock").insert(spec.instance_id.clone(), running);
-                Ok(InstanceInfo { instance_id: spec.instance_id, node_id: self.node_id.clone(), addr })
-            }
-            Err(e) => {
-                self.remove(&id).await;
-                Err(e)
-            }
-        }
+        let capture = capture.get().expect("set above").clone();
+        self.add_running(&spec, id, capture, None);
+        Ok(InstanceInfo { instance_id: spec.instance_id, node_id: self.node_id.clone(), addr })
     }
 
     async fn invoke(&self, instance: &InstanceInfo, req: InvokeRequest) -> Result<InvokeResponse, AgentError> {
@@ -493,6 +744,9 @@ impl Node for DockerNode {
             let _measured = r.measuring.write().await;
             tracing::debug!(instance = instance_id, "removing the container");
             self.remove(&r.container_id).await;
+            if let Some(dir) = &r.cell_dir {
+                let _ = tokio::fs::remove_dir_all(dir).await;
+            }
         }
     }
 
@@ -503,7 +757,19 @@ impl Node for DockerNode {
         )]);
         let opts = ListContainersOptions { all: true, filters: Some(filters), ..Default::default() };
         let list = self.docker.list_containers(Some(opts)).await.map_err(docker_err)?;
-        let known: Vec<String> = self.running.lock().expect("running lock").values().map(|r| r.container_id.clone()).collect();
+        let mut known: Vec<String> = self.running.lock().expect("running lock").values().map(|r| r.container_id.clone()).collect();
+        if let Some(pool) = &self.pool {
+            known.extend(pool.container_ids());
+            // Code directories of cells an earlier run left behind (their containers go below).
+            let live: Vec<std::path::PathBuf> = self.running.lock().expect("running lock").values().filter_map(|r| r.cell_dir.clone()).collect();
+            if let Ok(entries) = std::fs::read_dir(pool.dir()) {
+                for e in entries.flatten() {
+                    if !live.contains(&e.path()) && !pool.has_dir(&e.path()) {
+                        let _ = std::fs::remove_dir_all(e.path());
+                    }
+                }
+            }
+        }
         let mut removed = 0;
         for c in list {
             if let Some(id) = c.id.filter(|id| !known.contains(id)) {

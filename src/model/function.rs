@@ -16,6 +16,13 @@ use super::runtime::{Runtime, RuntimeKind};
 use super::ValidationError;
 
 pub const DEFAULT_PORT: u16 = 9000;
+/// memorySize when none is given.
+pub const DEFAULT_MEMORY_MB: u32 = 128;
+
+/// The CPU a function gets when it names none: 1 vCPU per GB of memory, in twentieths, at least 0.05.
+pub fn default_cpu(memory_mb: u32) -> f64 {
+    ((f64::from(memory_mb) / 1024.0) * 20.0).ceil().max(1.0) / 20.0
+}
 const MAX_ENV_BYTES: usize = 4096;
 const MAX_DESCRIPTION: usize = 256;
 const MAX_HANDLER: usize = 128;
@@ -351,13 +358,13 @@ impl FunctionInput {
         if description.chars().count() > MAX_DESCRIPTION {
             return Err(ValidationError::new("description", "must be at most 256 characters"));
         }
-        let memory_size = in_range("memorySize", self.memory_size, 128, 128, 32768)?;
+        let memory_size = in_range("memorySize", self.memory_size, DEFAULT_MEMORY_MB.into(), 128, 32768)?;
         if memory_size % 64 != 0 {
             return Err(ValidationError::new("memorySize", "must be a multiple of 64"));
         }
         let cpu = match self.cpu {
             // Default: 1 vCPU per GB of memory, at least 0.05.
-            None => ((memory_size as f64 / 1024.0) * 20.0).ceil().max(1.0) / 20.0,
+            None => default_cpu(memory_size),
             Some(c) => {
                 let twentieths = c * 20.0;
                 if !(0.05..=16.0).contains(&c) || (twentieths - twentieths.round()).abs() > 1e-6 {

@@ -93,6 +93,8 @@ pub async fn spawn_app_with(tweak: impl FnOnce(&mut Config)) -> TestApp {
     cfg.agent.node_id = format!("test-{}", uuid::Uuid::new_v4().simple());
     // Tests never reach a registry: a missing image must fail, not be pulled.
     cfg.agent.pull_missing_images = false;
+    // Pre-started cells in every test app would only add load; tests/api/warm_pool.rs turns it on.
+    cfg.agent.warm_pool.enabled = false;
     tweak(&mut cfg);
     let node_id = cfg.agent.node_id.clone();
     let server = Server::build(cfg).await.expect("server builds (is dockerd running?)");

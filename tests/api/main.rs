@@ -23,3 +23,4 @@ mod metrics;
 mod storage;
 mod summary;
 mod versions;
+mod warm_pool;

@@ -96,6 +96,8 @@ impl Cluster {
             ("NUBIS_CLUSTER__KEY_PREFIX".to_string(), self.prefix.clone()),
             ("NUBIS_CLUSTER__LEASE_TTL_SECS".to_string(), TTL_SECS.to_string()),
             ("NUBIS_AGENT__PULL_MISSING_IMAGES".to_string(), "false".to_string()),
+            // Cells would only add load here; the pool is tested in tests/api/warm_pool.rs.
+            ("NUBIS_AGENT__WARM_POOL__ENABLED".to_string(), "false".to_string()),
             ("RUST_LOG".to_string(), "info".to_string()),
         ];
         env.extend_from_slice(extra);
