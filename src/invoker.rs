@@ -34,6 +34,7 @@ impl InvokeFailure {
         match self {
             InvokeFailure::Acquire(
                 AcquireError::Throttled { .. }
+                | AcquireError::ConcurrencyLimit { .. }
                 | AcquireError::Placement(_)
                 | AcquireError::ShuttingDown
                 | AcquireError::NodeLost(_)
@@ -71,7 +72,7 @@ fn outcome(result: &Result<InvokeResponse, InvokeFailure>) -> Outcome {
         Err(InvokeFailure::Agent(AgentError::Timeout(_))) => Outcome::Timeout,
         Err(InvokeFailure::Agent(AgentError::OutOfMemory(_))) => Outcome::OutOfMemory,
         Err(InvokeFailure::Agent(AgentError::Crashed(_))) => Outcome::Crashed,
-        Err(InvokeFailure::Acquire(AcquireError::Throttled { .. })) => Outcome::Throttled,
+        Err(InvokeFailure::Acquire(AcquireError::Throttled { .. } | AcquireError::ConcurrencyLimit { .. })) => Outcome::Throttled,
         Err(e) if e.is_platform() => Outcome::PlatformError,
         Err(InvokeFailure::Acquire(_)) => Outcome::StartFailed,
         Err(InvokeFailure::Agent(_)) => Outcome::PlatformError,

@@ -218,6 +218,7 @@ impl Server {
             (None, None)
         };
         rm.spawn_reaper(cancel.child_token());
+        rm.spawn_provisioner(store.clone(), cancel.child_token());
         let (queue, kafka): (Arc<dyn Queue>, _) = match cfg.dispatcher.queue.as_str() {
             "embedded" => (Arc::new(EmbeddedQueue::new(&store)?), None),
             "kafka" => {

@@ -81,10 +81,12 @@ pub struct DockerNode {
     logs: LogStore,
     http: Client<HttpConnector, Full<Bytes>>,
     max_response_bytes: usize,
-    running: Mutex<HashMap<String, Arc<Running>>>,
+    running: Arc<Mutex<HashMap<String, Arc<Running>>>>,
     tracker: TaskTracker,
     pool: Option<Arc<WarmPool>>,
     metrics: Arc<Metrics>,
+    /// Instances whose container exited without being stopped (see [`Node::take_exited`]).
+    exited: Arc<Mutex<Vec<String>>>,
 }
 
 /// How a start through a warm-pool cell ended.
@@ -158,10 +160,11 @@ impl DockerNode {
             logs,
             http,
             max_response_bytes,
-            running: Mutex::new(HashMap::new()),
+            running: Arc::default(),
             tracker,
             pool,
             metrics,
+            exited: Arc::default(),
         }
     }
 
@@ -237,7 +240,7 @@ impl DockerNode {
     /// Follow the container's output into `capture`; until it is set (a cell waiting in the
     /// pool), lines are dropped: no function is running there yet.
     fn follow_logs(&self, container_id: String, capture: Arc<std::sync::OnceLock<Arc<LogCapture>>>) {
-        let docker = self.docker.clone();
+        let (docker, running, exited) = (self.docker.clone(), self.running.clone(), self.exited.clone());
         // The follower outlives the invocation that started the instance: a span of its own,
         // not that request's.
         let span = tracing::info_span!(parent: None, "logs", container = %&container_id[..12.min(container_id.len())]);
@@ -267,6 +270,17 @@ impl DockerNode {
             }
             if let Some(c) = capture.get().filter(|_| !partial.is_empty()) {
                 c.line("stdout", &partial);
+            }
+            // The output ends with the container. An instance still in the table was not
+            // stopped by us: it exited on its own (unless only the stream broke).
+            let instance = running.lock().expect("running lock").iter().find(|(_, r)| r.container_id == container_id).map(|(id, _)| id.clone());
+            if let Some(instance) = instance {
+                let alive = docker.inspect_container(&container_id, None::<InspectContainerOptions>).await
+                    .ok().and_then(|i| i.state).and_then(|s| s.running).unwrap_or(false);
+                if !alive {
+                    tracing::warn!(%instance, "instance exited on its own");
+                    exited.lock().expect("exited lock").push(instance);
+                }
             }
         }.instrument(span));
     }
@@ -748,6 +762,10 @@ impl Node for DockerNode {
                 let _ = tokio::fs::remove_dir_all(dir).await;
             }
         }
+    }
+
+    fn take_exited(&self) -> Vec<String> {
+        std::mem::take(&mut *self.exited.lock().expect("exited lock"))
     }
 
     async fn remove_orphans(&self) -> Result<usize, AgentError> {

@@ -160,4 +160,10 @@ pub trait Node: Send + Sync + 'static {
     async fn stop_instance(&self, instance_id: &str);
     /// Remove instances a previous run of this node left behind. Returns how many.
     async fn remove_orphans(&self) -> Result<usize, AgentError>;
+    /// Instances whose container exited on its own since the last call (crashed, killed from
+    /// outside), so the resource manager drops them before a call finds them dead. Remote
+    /// nodes report none here: their instance list is reconciled by the membership resync.
+    fn take_exited(&self) -> Vec<String> {
+        Vec::new()
+    }
 }

@@ -164,7 +164,7 @@ impl From<AcquireError> for ApiError {
     fn from(e: AcquireError) -> Self {
         use crate::agent::AgentError as A;
         match e {
-            AcquireError::Throttled { .. } => {
+            AcquireError::Throttled { .. } | AcquireError::ConcurrencyLimit { .. } => {
                 let mut err = Self::new(StatusCode::TOO_MANY_REQUESTS, "ResourceExhausted", e.to_string());
                 err.retry_after = Some(1);
                 err

@@ -410,7 +410,12 @@ impl Dispatcher {
     async fn function_permit(&self, f: &FunctionRecord) -> Option<tokio::sync::OwnedSemaphorePermit> {
         use std::sync::atomic::Ordering;
         let s = &self.inner;
-        let limit = s.per_function_limit * f.config.instance_concurrency as usize;
+        // A reserved concurrency caps the function's calls in flight (sync ones included): events
+        // past it wait here, then in the queue, instead of being refused by the scheduler.
+        let mut limit = s.per_function_limit * f.config.instance_concurrency as usize;
+        if let Some(reserved) = f.controls.reserved_concurrency {
+            limit = limit.min((reserved as usize).max(1));
+        }
         let gate = {
             let mut m = s.per_function.lock().expect("per-function lock");
             let g = m.entry(f.name.to_string()).or_insert_with(|| {

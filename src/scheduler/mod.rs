@@ -17,6 +17,7 @@ pub mod leader;
 pub mod nodes;
 pub mod placement;
 mod pools;
+mod provision;
 mod reaper;
 mod slot;
 mod start;
@@ -49,6 +50,9 @@ use spec::Platform;
 pub enum AcquireError {
     #[error("function '{function}' has reached its limit of {limit} instances and no slot freed within {waited:?}")]
     Throttled { function: String, limit: usize, waited: Duration },
+    /// PutConcurrencyConfig: the function already has its reserved number of calls in flight.
+    #[error("function '{function}' has reached its reserved concurrency of {limit} calls in flight")]
+    ConcurrencyLimit { function: String, limit: u32 },
     #[error(transparent)]
     Placement(#[from] ScheduleError),
     #[error(transparent)]
@@ -99,6 +103,28 @@ struct Pool {
     starting: usize,
     waiting: usize,
     notify: Arc<Notify>,
+    /// Instances kept ready whatever the traffic (PutProvisionConfig): the reaper leaves this
+    /// many alone, and the provisioner starts the missing ones.
+    provisioned: usize,
+}
+
+impl Pool {
+    /// Bring the pool to a function record's `revision`: a newer one retires every instance of
+    /// the older; false when the record is older than the pool (read before the latest update).
+    fn catch_up(&mut self, revision: i64) -> bool {
+        if revision > self.revision {
+            self.revision = revision;
+            for i in &mut self.instances {
+                i.state = InstanceState::Draining;
+            }
+        }
+        revision >= self.revision
+    }
+
+    /// Most instances the pool may have: the on-demand cap, or more if that many are provisioned.
+    fn cap(&self, cfg: &SchedulerConfig) -> usize {
+        cfg.max_instances_per_function.max(self.provisioned)
+    }
 }
 
 /// A read-only view of one instance, for tests, the admin API and metrics.
@@ -123,6 +149,8 @@ struct Inner {
     /// Lock order: `pools` before `nodes` (acquire reads both under one decision).
     pools: Mutex<HashMap<String, Pool>>,
     nodes: Mutex<BTreeMap<String, NodeEntry>>,
+    /// Calls admitted per function (all its versions) that has a reserved concurrency.
+    admitted: Mutex<HashMap<String, u32>>,
     tracker: TaskTracker,
     /// Set by `stop_all`: no new instances; one that finishes starting is stopped at once.
     stopping: std::sync::atomic::AtomicBool,
@@ -130,6 +158,8 @@ struct Inner {
     /// Who places instances: this process, or a leader elsewhere ([`leader`]).
     role: Mutex<leader::Role>,
     role_changed: Notify,
+    /// Wakes the provisioner when a provision config changed here.
+    provision_wake: Notify,
     /// This process's fencing epoch while it leads (0 otherwise); sent to agents.
     epoch: Arc<std::sync::atomic::AtomicI64>,
     /// The metadata store, to read a function again when a caller's record is outdated.
@@ -158,6 +188,33 @@ impl Inner {
         }
     }
 
+    /// Count one more instance of pool `name` as starting and choose its node, reserving the
+    /// instance's memory and CPU there until the start finishes ([`ResourceManager::finish_start`]).
+    fn reserve_start(
+        &self,
+        pools: &mut HashMap<String, Pool>,
+        name: &str,
+        f: &FunctionRecord,
+    ) -> Result<start::Placed, AcquireError> {
+        pools.entry(name.to_string()).or_default().starting += 1;
+        let demand = Demand { memory_mb: f.config.memory_size.into(), cpu: f.config.cpu };
+        let mut nodes = self.nodes.lock().expect("nodes lock");
+        let snaps = self.snapshots(pools, &nodes, name);
+        let node_id = match placement::place(&snaps, demand) {
+            Ok(id) => id,
+            Err(e) => {
+                tracing::info!(function = name, "no room for a new instance: {e}");
+                pools.get_mut(name).expect("pool exists").starting -= 1;
+                return Err(e.into());
+            }
+        };
+        let entry = nodes.get_mut(&node_id).expect("placed on a known node");
+        entry.starting_memory_mb += demand.memory_mb;
+        entry.starting_cpu += demand.cpu;
+        *entry.starting_functions.entry(name.to_string()).or_default() += 1;
+        Ok(start::Placed { node: entry.node.clone(), starts: entry.starts.clone(), node_id })
+    }
+
     fn snapshots(&self, pools: &HashMap<String, Pool>, nodes: &BTreeMap<String, NodeEntry>, function: &str) -> Vec<placement::NodeSnapshot> {
         let placed = pools.iter().flat_map(|(name, p)| {
             p.instances.iter().map(move |i| (i.info.node_id.as_str(), i.memory_mb, i.cpu, name == function))
@@ -175,11 +232,13 @@ impl ResourceManager {
                 platform,
                 pools: Mutex::new(HashMap::new()),
                 nodes: Mutex::new(BTreeMap::new()),
+                admitted: Mutex::new(HashMap::new()),
                 tracker,
                 stopping: std::sync::atomic::AtomicBool::new(false),
                 metrics,
                 role: Mutex::new(leader::Role::Local),
                 role_changed: Notify::new(),
+                provision_wake: Notify::new(),
                 epoch: Arc::default(),
                 local_logs: std::sync::OnceLock::new(),
                 store: std::sync::OnceLock::new(),
@@ -265,9 +324,24 @@ impl ResourceManager {
         }
     }
 
+    /// Admit one call of a function under its reserved concurrency, if it has one. The ticket
+    /// travels with the call's slot and is given back when the slot is.
+    fn admit(&self, f: &FunctionRecord) -> Result<Option<slot::Ticket>, AcquireError> {
+        let Some(limit) = f.controls.reserved_concurrency else { return Ok(None) };
+        let mut admitted = self.inner.admitted.lock().expect("admitted lock");
+        let n = admitted.entry(f.name.to_string()).or_default();
+        if *n >= limit {
+            tracing::info!(function = %f.name, limit, "throttled: reserved concurrency reached");
+            return Err(AcquireError::ConcurrencyLimit { function: f.name.to_string(), limit });
+        }
+        *n += 1;
+        Ok(Some(slot::Ticket { inner: self.inner.clone(), function: f.name.to_string() }))
+    }
+
     /// Claim a slot from this process's own table (the all-in-one server, or the leader).
     pub async fn acquire_local(&self, caller: &FunctionRecord) -> Result<Slot, AcquireError> {
         let inner = &self.inner;
+        let mut ticket = self.admit(caller)?;
         let deadline = Instant::now() + inner.cfg.acquire_timeout();
         let mut cold_start = false;
         // Set when the caller's record turned out older than the pool's revision.
@@ -293,13 +367,7 @@ impl ResourceManager {
                 let mut pools = inner.pools.lock().expect("pools lock");
                 let pools = &mut *pools;
                 let pool = pools.entry(name.to_string()).or_default();
-                if f.revision > pool.revision {
-                    pool.revision = f.revision;
-                    for i in &mut pool.instances {
-                        i.state = InstanceState::Draining;
-                    }
-                }
-                if f.revision < pool.revision {
+                if !pool.catch_up(f.revision) {
                     // The caller read the function before its latest update (through another
                     // controller, or racing one here). Starting its revision would only make an
                     // instance that drains at once: read the current record instead.
@@ -314,31 +382,16 @@ impl ResourceManager {
                         if let Some(node) = node {
                             inst.inflight += 1;
                             inst.last_used = Instant::now();
-                            return Ok(Slot { owner: slot::Owner::Local { inner: inner.clone(), function: name.to_string() }, info: inst.info.clone(), node, cold_start });
+                            let owner = slot::Owner::Local { inner: inner.clone(), function: name.to_string(), _ticket: ticket.take() };
+                            return Ok(Slot { owner, info: inst.info.clone(), node, cold_start });
                         }
                     }
                     let serving = pool.instances.iter().filter(|i| i.state == InstanceState::Ready).count() + pool.starting;
                     let concurrency = f.config.instance_concurrency as usize;
                     // Start one more only if the places already on their way do not cover the
                     // callers waiting (plus this one): a burst starts what it needs, no more.
-                    if serving < inner.cfg.max_instances_per_function && pool.starting * concurrency < pool.waiting + 1 {
-                        pool.starting += 1;
-                        let demand = Demand { memory_mb: f.config.memory_size.into(), cpu: f.config.cpu };
-                        let mut nodes = inner.nodes.lock().expect("nodes lock");
-                        let snaps = inner.snapshots(pools, &nodes, name);
-                        let node_id = match placement::place(&snaps, demand) {
-                            Ok(id) => id,
-                            Err(e) => {
-                                tracing::info!(function = name, "no room for a new instance: {e}");
-                                pools.get_mut(name).expect("pool exists").starting -= 1;
-                                return Err(e.into());
-                            }
-                        };
-                        let entry = nodes.get_mut(&node_id).expect("placed on a known node");
-                        entry.starting_memory_mb += demand.memory_mb;
-                        entry.starting_cpu += demand.cpu;
-                        *entry.starting_functions.entry(name.to_string()).or_default() += 1;
-                        Some(Ok((node_id, entry.node.clone())))
+                    if serving < pool.cap(&inner.cfg) && pool.starting * concurrency < pool.waiting + 1 {
+                        Some(Ok(inner.reserve_start(pools, name, f)?))
                     } else {
                         pool.waiting += 1;
                         // Register as a waiter while still holding the lock, so a slot freed
@@ -350,9 +403,9 @@ impl ResourceManager {
                 }
             };
             match start {
-                Some(Ok((node_id, node))) => {
+                Some(Ok(placed)) => {
                     cold_start = true;
-                    self.start_instance(f, node_id, node).await?;
+                    self.start_instance(f, placed).await?;
                 }
                 Some(Err(notified)) => {
                     let _waiting = Waiting { inner, function: name };

@@ -37,6 +37,9 @@ pub(super) struct NodeEntry {
     /// Set when a call could not connect to the agent: the node takes no new instances until
     /// then (its membership lease will tell whether it is really gone).
     pub suspect_until: Option<std::time::Instant>,
+    /// Starts in flight on the node (`scheduler.max_starts_per_node`): a burst's further
+    /// starts queue here rather than all hitting the node's container engine at once.
+    pub starts: Arc<tokio::sync::Semaphore>,
 }
 
 /// A node as the admin API and the console show it.
@@ -143,7 +146,7 @@ impl ResourceManager {
         let id = node.node_id().to_string();
         self.remove_node(&id);
         tracing::info!(node = %id, memory_mb = capacity.memory_mb, cpu = capacity.cpu, "node joined");
-        let entry = NodeEntry { node, capacity, cordoned: false, address, starting_memory_mb: 0, starting_cpu: 0.0, starting_functions: Default::default(), suspect_until: None };
+        let entry = NodeEntry { node, capacity, cordoned: false, address, starting_memory_mb: 0, starting_cpu: 0.0, starting_functions: Default::default(), suspect_until: None, starts: Arc::new(tokio::sync::Semaphore::new(self.inner.cfg.max_starts_per_node.max(1))) };
         self.inner.nodes.lock().expect("nodes lock").insert(id, entry);
         self.notify_all();
     }

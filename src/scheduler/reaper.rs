@@ -54,19 +54,37 @@ impl ResourceManager {
     pub fn reap_once(&self) -> usize {
         let keep_alive = self.inner.cfg.idle_keep_alive();
         let mut victims = Vec::new();
+        let exited: Vec<String> = {
+            let nodes = self.inner.nodes.lock().expect("nodes lock");
+            nodes.values().flat_map(|e| e.node.take_exited()).collect()
+        };
         {
             let mut pools = self.inner.pools.lock().expect("pools lock");
             for pool in pools.values_mut() {
+                // Dead instances leave the table (a call still in one fails and discards it);
+                // their pools start replacements on demand, or the provisioner does.
+                for i in pool.instances.iter_mut().filter(|i| exited.contains(&i.info.instance_id)) {
+                    i.state = InstanceState::Draining;
+                    pool.notify.notify_waiters();
+                }
+                // Provisioned instances stay however idle; the least recently used go first.
+                let mut ready = pool.instances.iter().filter(|i| i.state == InstanceState::Ready).count();
+                let provisioned = pool.provisioned;
+                pool.instances.sort_by_key(|i| i.last_used);
                 pool.instances.retain(|i| {
                     let idle = i.inflight == 0;
-                    let stop = idle && (i.state == InstanceState::Draining || i.last_used.elapsed() >= keep_alive);
+                    let stop = idle
+                        && (i.state == InstanceState::Draining || (i.last_used.elapsed() >= keep_alive && ready > provisioned));
                     if stop {
+                        if i.state == InstanceState::Ready {
+                            ready -= 1;
+                        }
                         victims.push(i.info.clone());
                     }
                     !stop
                 });
             }
-            pools.retain(|_, p| !p.instances.is_empty() || p.starting > 0 || p.waiting > 0);
+            pools.retain(|_, p| !p.instances.is_empty() || p.starting > 0 || p.waiting > 0 || p.provisioned > 0);
         }
         let n = victims.len();
         for info in victims {

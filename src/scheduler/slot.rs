@@ -22,7 +22,9 @@ pub struct Slot {
 }
 
 pub(super) enum Owner {
-    Local { inner: Arc<Inner>, function: String },
+    /// `_ticket`: the call's admission under its function's reserved concurrency, given back
+    /// with the slot.
+    Local { inner: Arc<Inner>, function: String, _ticket: Option<Ticket> },
     Remote { leader: LeaderClient, lease: String, released: bool },
 }
 
@@ -39,7 +41,7 @@ impl Slot {
     /// The instance is broken (timed out, crashed): take it out of service and stop it.
     pub fn discard(mut self) {
         match &mut self.owner {
-            Owner::Local { inner, function } => {
+            Owner::Local { inner, function, .. } => {
                 let removed = {
                     let mut pools = inner.pools.lock().expect("pools lock");
                     pools.get_mut(function.as_str()).and_then(|p| {
@@ -64,7 +66,7 @@ impl Slot {
 impl Drop for Slot {
     fn drop(&mut self) {
         match &mut self.owner {
-            Owner::Local { inner, function } => {
+            Owner::Local { inner, function, .. } => {
                 let mut pools = inner.pools.lock().expect("pools lock");
                 if let Some(pool) = pools.get_mut(function.as_str())
                     && let Some(inst) = pool.instances.iter_mut().find(|i| i.info.instance_id == self.info.instance_id)
@@ -79,6 +81,24 @@ impl Drop for Slot {
                 if !*released {
                     leader.release_later(std::mem::take(lease), false);
                 }
+            }
+        }
+    }
+}
+
+/// One call admitted under its function's reserved concurrency; dropping it gives the place back.
+pub(super) struct Ticket {
+    pub(super) inner: Arc<Inner>,
+    pub(super) function: String,
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        let mut admitted = self.inner.admitted.lock().expect("admitted lock");
+        if let Some(n) = admitted.get_mut(&self.function) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                admitted.remove(&self.function);
             }
         }
     }

@@ -26,6 +26,13 @@ impl From<Unplaced> for AcquireError {
     }
 }
 
+/// Where a new instance goes: its node, and the node's bound on starts in flight.
+pub(super) struct Placed {
+    pub node_id: String,
+    pub node: Arc<dyn Node>,
+    pub starts: Arc<tokio::sync::Semaphore>,
+}
+
 /// What a start reserved, released when it finishes.
 struct Started {
     /// The pool key.
@@ -43,7 +50,8 @@ fn new_instance_id() -> String {
 impl ResourceManager {
     /// Start one instance in a tracked task, so that a caller who goes away mid-start does not
     /// leave the `starting` count wrong: the instance joins the pool idle either way.
-    pub(super) async fn start_instance(&self, f: &FunctionRecord, node_id: String, node: Arc<dyn Node>) -> Result<(), AcquireError> {
+    pub(super) async fn start_instance(&self, f: &FunctionRecord, placed: Placed) -> Result<(), AcquireError> {
+        let Placed { node_id, node, starts } = placed;
         let inner = self.inner.clone();
         let instance_id = new_instance_id();
         let (name, revision) = (f.name.to_string(), f.revision);
@@ -61,6 +69,12 @@ impl ResourceManager {
         // In the caller's span: the lines of this start belong to the invocation that asked.
         let task = inner.tracker.spawn(async move {
             let t0 = Instant::now();
+            // Never closed: the permit always comes.
+            let _permit = starts.acquire_owned().await;
+            let waited = t0.elapsed();
+            if waited.as_millis() > 0 {
+                tracing::debug!(ms = waited.as_millis() as u64, "waited for the node's start slots");
+            }
             match node.start_instance(spec).await {
                 Ok(info) => {
                     tracing::info!(instance = %info.instance_id, ms = t0.elapsed().as_millis() as u64, "instance ready");
