@@ -19,7 +19,7 @@ use super::error::{ApiError, ErrorBody};
 use super::functions::load;
 use super::{AppState, no_content, paging};
 use crate::model::version::{Alias, AliasInput};
-use crate::store::AliasWrite;
+use crate::store::{AliasWrite, DeleteAlias};
 
 /// CreateAliasInput: `aliasName` and `versionId` required; `description`,
 /// `additionalVersionWeight` optional. UpdateAliasInput: the same but `aliasName`, all optional.
@@ -133,11 +133,26 @@ pub async fn list_aliases(
 
 #[utoipa::path(delete, path = "/2023-03-30/functions/{functionName}/aliases/{aliasName}", tag = "aliases",
     params(("functionName" = String, Path), ("aliasName" = String, Path)),
-    responses((status = 204), (status = 404, body = ErrorBody)))]
+    responses((status = 204), (status = 404, body = ErrorBody),
+              (status = 412, body = ErrorBody, description = "ProvisionConfigExist: a provision config is set on the alias")))]
 pub async fn delete_alias(State(st): State<AppState>, Path((name, alias)): Path<(String, String)>) -> Result<Response, ApiError> {
-    if !st.store.delete_alias(&name, &alias).await? {
-        load(&st, &name).await?;
-        return Err(ApiError::alias_not_found(&name, &alias));
+    match st.store.delete_alias(&name, &alias).await? {
+        DeleteAlias::Deleted => {}
+        DeleteAlias::NoAlias => {
+            load(&st, &name).await?;
+            return Err(ApiError::alias_not_found(&name, &alias));
+        }
+        // FC's code for a delete refused while provisioned instances are configured.
+        DeleteAlias::Provisioned => {
+            return Err(ApiError::new(
+                StatusCode::PRECONDITION_FAILED,
+                "ProvisionConfigExist",
+                format!(
+                    "alias '{alias}' of function '{name}' has a provision config; \
+                     delete it first (DeleteProvisionConfig with qualifier={alias})"
+                ),
+            ));
+        }
     }
     st.functions.invalidate_alias(&name, &alias);
     if let Err(e) = st.store.delete_async_config(&name, &alias).await {

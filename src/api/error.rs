@@ -61,6 +61,15 @@ impl ApiError {
     pub fn alias_not_found(name: &str, alias: &str) -> Self {
         Self::new(StatusCode::NOT_FOUND, "AliasNotFound", format!("alias '{alias}' of function '{name}' does not exist"))
     }
+    /// A call of a function whose invocation is disabled (DisableFunctionInvocation).
+    pub fn invocation_disabled(name: &str, reason: &str) -> Self {
+        let why = if reason.is_empty() { String::new() } else { format!(": {reason}") };
+        Self::new(
+            StatusCode::PRECONDITION_FAILED,
+            "FunctionInvocationDisabled",
+            format!("invocation of function '{name}' is disabled{why}; EnableFunctionInvocation allows it again"),
+        )
+    }
     pub fn too_large(what: &str, limit: usize) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "EntityTooLarge", format!("{what} exceeds the limit of {limit} bytes"))
     }

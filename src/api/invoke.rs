@@ -5,6 +5,9 @@
 //! naming the version that ran. No database round trip when the records are cached and an
 //! instance is warm. Async: handed to [`super::async_invoke::accept`] (202).
 //!
+//! A function whose invocation is disabled (DisableFunctionInvocation) is refused here, sync
+//! and async alike, with 412 `FunctionInvocationDisabled` (see `super::controls`).
+//!
 //! Function failures (an exception, a timeout, running out of memory, a crash, a failed
 //! initializer) are answered 200 with `x-fc-error-type`, as FC does, so SDK callers read them as
 //! results, not exceptions. Platform failures are FC error bodies with 4xx/5xx.
@@ -113,6 +116,11 @@ pub async fn invoke_function(
         Some(other) => return Err(ApiError::invalid(format!("x-fc-invocation-type must be Sync or Async, got '{other}'"))),
     };
     let resolved = resolve(&st, &name, q.qualifier.as_deref(), Pick::Weighted).await?;
+    // Function-wide, so every qualifier's record carries it; refused before anything is queued.
+    let controls = &resolved.f.controls;
+    if controls.invocation_disabled {
+        return Err(ApiError::invocation_disabled(&name, &controls.disabled_reason));
+    }
     if is_async {
         // The qualifier is queued as named: an alias picks its version when the event runs.
         return super::async_invoke::accept(&st, &name, &resolved.qualifier, &headers, body).await;

@@ -9,6 +9,7 @@ pub mod aliases;
 pub mod async_invoke;
 pub mod auth;
 pub mod code;
+pub mod controls;
 pub mod error;
 pub mod functions;
 pub mod invoke;
@@ -16,6 +17,7 @@ pub mod keys;
 pub mod logs;
 pub mod nodes;
 pub mod paging;
+pub mod provision;
 pub mod qualifier;
 pub mod versions;
 
@@ -122,6 +124,11 @@ impl FunctionCache {
     pub fn invalidate_version(&self, name: &str, version: u64) {
         self.map.write().expect("cache lock").remove(&crate::scheduler::pool_key(name, Some(version)));
     }
+    /// The function's controls changed: LATEST and every version record carry them (its
+    /// aliases did not change).
+    pub fn invalidate_controls(&self, name: &str) {
+        self.map.write().expect("cache lock").retain(|_, (f, _)| f.name.as_str() != name);
+    }
     /// The function is gone: LATEST, its versions and its aliases.
     pub fn invalidate_function(&self, name: &str) {
         self.map.write().expect("cache lock").retain(|_, (f, _)| f.name.as_str() != name);
@@ -170,6 +177,20 @@ fn fc_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
             async_invoke::delete_async_invoke_config
         ))
         .routes(routes!(async_invoke::list_async_invoke_configs))
+        .routes(routes!(
+            provision::put_provision_config,
+            provision::get_provision_config,
+            provision::delete_provision_config
+        ))
+        .routes(routes!(provision::list_provision_configs))
+        .routes(routes!(
+            controls::put_concurrency_config,
+            controls::get_concurrency_config,
+            controls::delete_concurrency_config
+        ))
+        .routes(routes!(controls::list_concurrency_configs))
+        .routes(routes!(controls::enable_function_invocation))
+        .routes(routes!(controls::disable_function_invocation))
         .routes(routes!(async_invoke::list_async_tasks))
         .routes(routes!(async_invoke::get_async_task))
         .routes(routes!(async_invoke::stop_async_task))

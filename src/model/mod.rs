@@ -3,6 +3,7 @@
 pub mod async_task;
 pub mod function;
 pub mod runtime;
+pub mod scaling;
 pub mod version;
 
 use serde::Serialize;
@@ -88,13 +89,23 @@ pub struct Function {
     pub last_update_status: String,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<Tag>,
+    /// Present while DisableFunctionInvocation holds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub invocation_restriction: Option<InvocationRestriction>,
     #[serde(flatten)]
     pub config: FunctionConfig,
 }
 
+/// FC's `FunctionRestriction`: why calls of the function are refused.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct InvocationRestriction {
+    pub disable: bool,
+    pub reason: String,
+}
+
 impl FunctionRecord {
     pub fn arn(&self, region: &str, account_id: &str) -> String {
-        format!("acs:fc:{region}:{account_id}:functions/{}", self.name)
+        function_arn(region, account_id, self.name.as_str())
     }
 
     /// What runs: `LATEST` or the version id (`x-fc-invocation-service-version`).
@@ -114,9 +125,18 @@ impl FunctionRecord {
             state: "Active".into(),
             last_update_status: "Successful".into(),
             tags: self.tags.clone(),
+            invocation_restriction: self.controls.invocation_disabled.then(|| InvocationRestriction {
+                disable: true,
+                reason: self.controls.disabled_reason.clone(),
+            }),
             config: self.config.clone(),
         }
     }
+}
+
+/// `acs:fc:<region>:<account>:functions/<name>`: a function's ARN, whatever the qualifier.
+pub fn function_arn(region: &str, account_id: &str, function: &str) -> String {
+    format!("acs:fc:{region}:{account_id}:functions/{function}")
 }
 
 /// FC 3.0 style request id: `1-<8 hex seconds>-<8 hex>-<12 hex>`.

@@ -1,12 +1,23 @@
 //! Function aliases (migration 0003). Writes lock the function's row first, like the version
 //! writes (see `versions.rs`), so an alias can never be written for a version that a
-//! concurrent DeleteFunctionVersion removes. The statements are the same on every engine.
+//! concurrent DeleteFunctionVersion removes, nor deleted while a provision config is put on
+//! it. The statements are the same on every engine.
 
 use super::sql::{Engine, sql};
 use super::versions::lock_function;
 use super::{Db, Store, StoreError, on_db};
 use crate::model::ValidationError;
 use crate::model::version::{AliasInput, AliasRecord, Routing};
+
+/// What DeleteAlias came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeleteAlias {
+    Deleted,
+    /// No such alias (or no such function).
+    NoAlias,
+    /// A provision config is set on the alias: it goes first.
+    Provisioned,
+}
 
 /// What CreateAlias or UpdateAlias came to.
 #[derive(Debug, Clone)]
@@ -184,17 +195,33 @@ impl Store {
         Ok(rows.into_iter().map(AliasRow::into_record).collect())
     }
 
-    /// True if an alias was deleted.
-    pub async fn delete_alias(&self, function: &str, alias: &str) -> Result<bool, StoreError> {
-        let deleted = on_db!(self, |pool, e| {
-            sqlx::query(sql!("DELETE FROM function_aliases WHERE function_name = ? AND alias_name = ?").of(e))
+    /// Delete an alias no provision config is set on (the check and the delete hold the
+    /// function's lock, so a config cannot be put on the alias in between).
+    pub async fn delete_alias(&self, function: &str, alias: &str) -> Result<DeleteAlias, StoreError> {
+        on_db!(self, |pool, e| {
+            let mut tx = pool.begin().await?;
+            if !lock_function!(tx, e, function) {
+                return Ok(DeleteAlias::NoAlias);
+            }
+            let provisioned = sqlx::query_scalar::<_, i64>(
+                sql!("SELECT COUNT(*) FROM provision_configs WHERE function_name = ? AND qualifier = ?").of(e),
+            )
+            .bind(function)
+            .bind(alias)
+            .fetch_one(&mut *tx)
+            .await?;
+            if provisioned > 0 {
+                return Ok(DeleteAlias::Provisioned);
+            }
+            let deleted = sqlx::query(sql!("DELETE FROM function_aliases WHERE function_name = ? AND alias_name = ?").of(e))
                 .bind(function)
                 .bind(alias)
-                .execute(pool)
-                .await
-                .map(|r| r.rows_affected())
-        })?;
-        Ok(deleted > 0)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            tx.commit().await?;
+            Ok(if deleted > 0 { DeleteAlias::Deleted } else { DeleteAlias::NoAlias })
+        })
     }
 }
 

@@ -1,14 +1,26 @@
 //! Function rows: create, optimistic update, read, list by prefix, delete (with the function's
-//! versions and aliases), and the code references that decide when a package is unused.
+//! versions, aliases and provision configs), the code references that decide when a package
+//! is unused, and the function's controls (reserved concurrency, the invocation switch).
+//!
+//! The controls are columns of the row that only their own setters write: inserting a function
+//! starts it with none, and `update_function` leaves them as they are (they are not part of
+//! the config, and setting them makes no new revision).
 
 use super::sql::{Engine, sql};
 use super::{Db, Store, StoreError, on_db, to_json, versions};
-use crate::model::{FunctionConfig, FunctionName, FunctionRecord, Tag};
+use crate::model::{FunctionConfig, FunctionControls, FunctionName, FunctionRecord, Tag};
 
 /// A macro, not a const, so queries stay `&'static str` literals (sqlx refuses built strings).
 macro_rules! function_columns {
     () => {
         "name, function_id, config, code_checksum, code_size, revision, tags, created_time, last_modified_time"
+    };
+}
+
+/// What a read takes: the columns written at insert, and the controls.
+macro_rules! function_read_columns {
+    () => {
+        concat!(function_columns!(), ", reserved_concurrency, invocation_disabled, disabled_reason")
     };
 }
 
@@ -23,6 +35,10 @@ pub(super) struct FunctionRow {
     tags: String,
     created_time: String,
     last_modified_time: String,
+    reserved_concurrency: Option<i64>,
+    /// 0 or 1 (an integer on every engine).
+    invocation_disabled: i64,
+    disabled_reason: String,
 }
 
 impl Store {
@@ -73,7 +89,7 @@ impl Store {
 
     pub async fn get_function(&self, name: &str) -> Result<Option<FunctionRecord>, StoreError> {
         let row = on_db!(self, |pool, e| {
-            sqlx::query_as::<_, FunctionRow>(sql!("SELECT ", function_columns!(), " FROM functions WHERE name = ?").of(e))
+            sqlx::query_as::<_, FunctionRow>(sql!("SELECT ", function_read_columns!(), " FROM functions WHERE name = ?").of(e))
                 .bind(name)
                 .fetch_optional(pool)
                 .await
@@ -94,7 +110,7 @@ impl Store {
             sqlx::query_as::<_, FunctionRow>(
                 sql!(
                     "SELECT ",
-                    function_columns!(),
+                    function_read_columns!(),
                     " FROM functions WHERE substr(name, 1, ?) = ? AND name > ? ORDER BY name LIMIT ?"
                 )
                 .of(e),
@@ -109,7 +125,7 @@ impl Store {
         rows.into_iter().map(FunctionRow::into_record).collect()
     }
 
-    /// Delete a function with its versions and aliases, in one transaction. None if there was
+    /// Delete a function with its versions, aliases and provision configs, in one transaction. None if there was
     /// no such function, else the code packages its versions used (they may now be unused).
     pub async fn delete_function(&self, name: &str) -> Result<Option<Vec<String>>, StoreError> {
         on_db!(self, |pool, e| {
@@ -124,6 +140,7 @@ impl Store {
             .bind(name)
             .fetch_all(&mut *tx)
             .await?;
+            sqlx::query(sql!("DELETE FROM provision_configs WHERE function_name = ?").of(e)).bind(name).execute(&mut *tx).await?;
             sqlx::query(sql!("DELETE FROM function_aliases WHERE function_name = ?").of(e)).bind(name).execute(&mut *tx).await?;
             sqlx::query(sql!("DELETE FROM function_versions WHERE function_name = ?").of(e)).bind(name).execute(&mut *tx).await?;
             sqlx::query(sql!("DELETE FROM functions WHERE name = ?").of(e)).bind(name).execute(&mut *tx).await?;
@@ -168,7 +185,14 @@ impl FunctionRow {
             tags,
             created_time: self.created_time,
             last_modified_time: self.last_modified_time,
-            controls: Default::default(),
+            controls: FunctionControls {
+                reserved_concurrency: self
+                    .reserved_concurrency
+                    .map(|n| u32::try_from(n).map_err(|e| corrupt("reserved_concurrency", &e)))
+                    .transpose()?,
+                invocation_disabled: self.invocation_disabled != 0,
+                disabled_reason: self.disabled_reason,
+            },
         })
     }
 }

@@ -1,9 +1,11 @@
 //! All SQL lives here.
 //!
-//! What is persisted: function metadata (config, code checksum, revision) and sealed access keys;
-//! published versions (frozen config and code checksum) and aliases (`versions.rs`,
-//! `aliases.rs`); async invoke configs and task records (`async_tasks`); with SQLite, also the
-//! embedded queue's messages (`crate::queue::embedded`, same database).
+//! What is persisted: function metadata (config, code checksum, revision, and its controls:
+//! reserved concurrency, the invocation switch) and sealed access keys; published versions
+//! (frozen config and code checksum) and aliases (`versions.rs`, `aliases.rs`); provision
+//! configs (`scaling.rs`: the instances to keep, not the instances); async invoke configs and
+//! task records (`async_tasks`); with SQLite, also the embedded queue's messages
+//! (`crate::queue::embedded`, same database).
 //! What is not: instances, slots, log capture state; they are rebuilt from the agents at start
 //! (and, on one node, simply started afresh after orphans are removed).
 //!
@@ -33,10 +35,12 @@ mod async_configs;
 mod async_tasks;
 mod errors;
 mod functions;
+mod scaling;
 pub(crate) mod sql;
 mod versions;
 
-pub use aliases::AliasWrite;
+pub use aliases::{AliasWrite, DeleteAlias};
+pub use scaling::ProvisionWrite;
 pub use async_tasks::{TaskChange, TaskQuery};
 pub use versions::{DeleteVersion, Publish, Resolution};
 pub use errors::StoreError;

@@ -82,13 +82,16 @@ macro_rules! version_columns {
     };
 }
 
-/// The frozen config of a version, with the function's identity (id, tags, creation time), in
-/// the shape of a function row.
+/// The frozen config of a version, with the function's identity (id, tags, creation time) and
+/// its current controls (a disabled function is disabled in every version), in the shape of a
+/// function row.
 macro_rules! function_at_sql {
     () => {
         "SELECT f.name AS name, f.function_id AS function_id, v.config AS config, \
          v.code_checksum AS code_checksum, v.code_size AS code_size, v.revision AS revision, \
-         f.tags AS tags, f.created_time AS created_time, v.last_modified_time AS last_modified_time \
+         f.tags AS tags, f.created_time AS created_time, v.last_modified_time AS last_modified_time, \
+         f.reserved_concurrency AS reserved_concurrency, f.invocation_disabled AS invocation_disabled, \
+         f.disabled_reason AS disabled_reason \
          FROM function_versions v JOIN functions f ON f.name = v.function_name \
          WHERE v.function_name = ? AND v.version_id = ?"
     };

@@ -640,12 +640,23 @@ async fn openapi_and_health_are_served_unsigned() {
         "/2023-03-30/functions/{functionName}/versions/{versionId}",
         "/2023-03-30/functions/{functionName}/aliases",
         "/2023-03-30/functions/{functionName}/aliases/{aliasName}",
+        "/2023-03-30/functions/{functionName}/provision-config",
+        "/2023-03-30/provision-configs",
+        "/2023-03-30/functions/{functionName}/concurrency",
+        "/2023-03-30/concurrency-configs",
+        "/2023-03-30/functions/{functionName}/invoke/enable",
+        "/2023-03-30/functions/{functionName}/invoke/disable",
     ] {
         assert!(paths.contains_key(p), "{p} missing from {:?}", paths.keys().collect::<Vec<_>>());
     }
     assert!(paths["/2023-03-30/functions"].get("post").is_some() && paths["/2023-03-30/functions"].get("get").is_some());
     let one = &paths["/2023-03-30/functions/{functionName}"];
     assert!(one.get("get").is_some() && one.get("put").is_some() && one.get("delete").is_some(), "{one}");
+    let provision = &paths["/2023-03-30/functions/{functionName}/provision-config"];
+    assert!(provision.get("get").is_some() && provision.get("put").is_some() && provision.get("delete").is_some(), "{provision}");
+    for schema in ["ProvisionConfigOutput", "ConcurrencyConfig", "InvocationRestriction"] {
+        assert!(doc["components"]["schemas"].get(schema).is_some(), "schema {schema} missing");
+    }
 
     let r = app.send(axum::http::Method::GET, "/health", "", Default::default(), vec![]).await;
     assert_eq!(r.status, 200);

@@ -20,6 +20,7 @@ mod lifecycle;
 mod log_queries;
 mod logs;
 mod metrics;
+mod scaling;
 mod storage;
 mod summary;
 mod versions;

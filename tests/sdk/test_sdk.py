@@ -44,6 +44,7 @@ FN_OTHER = PREFIX + "c_other"    # a third function, for list paging
 ALL_FUNCTIONS = [FN_ECHO, FN_RAISE, FN_OTHER]
 FN_BAD_MEMORY = PREFIX + "d_badmem"  # must never be created
 FN_VER = PREFIX + "e_versions"   # versions and aliases: answers "<tag>:<event>"
+FN_SCALE = PREFIX + "f_scaling"  # provision and concurrency configs, the invocation switch
 
 PRINT_MARKER = f"nubis-sdk-e2e-print-{RUN_ID}"
 RAISE_MARKER = f"nubis-sdk-e2e-boom-{RUN_ID}"
@@ -776,6 +777,56 @@ def test_create_alias_and_route():
     expect_error(lambda: invoke_qualified(FN_VER, b"x", "1"), "FunctionNotFound", 404)
 
 
+# ----------------------------------------------------------------------------- scaling configs and the invocation switch
+
+def test_provision_config():
+    create_function(FN_SCALE, ZIP_V1)
+    body = fc_models.PutProvisionConfigInput(target=2, always_allocate_cpu=False, scheduled_actions=[
+        fc_models.ScheduledAction(name="night", schedule_expression="cron(0 0 22 * * *)", target=0)])
+    c = CLIENT.put_provision_config(FN_SCALE, fc_models.PutProvisionConfigRequest(body=body)).body
+    assert (c.target, c.default_target, c.current, c.always_allocate_cpu) == (2, 2, 0, False), c.to_map()
+    assert c.function_arn.startswith("acs:fc:") and c.function_arn.endswith(f":functions/{FN_SCALE}"), c.function_arn
+    assert [a.name for a in c.scheduled_actions] == ["night"], c.to_map()
+    got = CLIENT.get_provision_config(FN_SCALE, fc_models.GetProvisionConfigRequest(qualifier="LATEST")).body
+    assert got.to_map() == c.to_map(), f"{got.to_map()} != {c.to_map()}"
+    out = CLIENT.list_provision_configs(fc_models.ListProvisionConfigsRequest(function_name=FN_SCALE)).body
+    assert [x.target for x in out.provision_configs] == [2] and not out.next_token, out.to_map()
+    publish(FN_SCALE)
+    e = expect_error(lambda: CLIENT.put_provision_config(FN_SCALE, fc_models.PutProvisionConfigRequest(
+        body=fc_models.PutProvisionConfigInput(target=1), qualifier="1")), "InvalidArgument", 400)
+    assert "LATEST or an alias" in e.message, e.message
+    expect_error(lambda: CLIENT.put_provision_config(FN_SCALE, fc_models.PutProvisionConfigRequest(
+        body=fc_models.PutProvisionConfigInput(target=1), qualifier="nope")), "AliasNotFound", 404)
+    CLIENT.delete_provision_config(FN_SCALE, fc_models.DeleteProvisionConfigRequest(qualifier="LATEST"))
+    expect_error(lambda: CLIENT.get_provision_config(FN_SCALE, fc_models.GetProvisionConfigRequest()),
+                 "ProvisionConfigNotFound", 404)
+
+
+def test_concurrency_config():
+    c = CLIENT.put_concurrency_config(FN_SCALE, fc_models.PutConcurrencyConfigRequest(
+        body=fc_models.PutConcurrencyInput(reserved_concurrency=5))).body
+    assert c.function_arn.endswith(f":functions/{FN_SCALE}") and c.reserved_concurrency == 5, c.to_map()
+    assert CLIENT.get_concurrency_config(FN_SCALE).body.reserved_concurrency == 5
+    out = CLIENT.list_concurrency_configs(fc_models.ListConcurrencyConfigsRequest(function_name=FN_SCALE)).body
+    assert [x.reserved_concurrency for x in out.configs] == [5], out.to_map()
+    CLIENT.delete_concurrency_config(FN_SCALE)
+    expect_error(lambda: CLIENT.get_concurrency_config(FN_SCALE), "ConcurrencyConfigNotFound", 404)
+
+
+def test_disable_enable_invocation():
+    _, body = invoke(FN_SCALE, b"on")
+    assert body == b"ON", body
+    r = CLIENT.disable_function_invocation(FN_SCALE, fc_models.DisableFunctionInvocationRequest(
+        abort_ongoing_request=False, reason="sdk e2e")).body
+    assert r.success is True, r.to_map()
+    e = expect_error(lambda: invoke(FN_SCALE, b"off"), "FunctionInvocationDisabled", 412)
+    assert "sdk e2e" in e.message, e.message
+    assert CLIENT.enable_function_invocation(FN_SCALE).body.success is True
+    _, body = invoke(FN_SCALE, b"again")
+    assert body == b"AGAIN", body
+    CLIENT.delete_function(FN_SCALE)
+
+
 TESTS = [
     test_create_function,
     test_get_function,
@@ -794,6 +845,9 @@ TESTS = [
     test_publish_function_version,
     test_invoke_with_qualifier,
     test_create_alias_and_route,
+    test_provision_config,
+    test_concurrency_config,
+    test_disable_enable_invocation,
     test_async_create_functions,
     test_async_invoke_and_get_task,
     test_async_duplicate_task_id,
@@ -811,7 +865,7 @@ TESTS = [
 
 def cleanup():
     """Best effort: remove whatever this run created (not counted as a test)."""
-    for name in ALL_FUNCTIONS + [FN_BAD_MEMORY, FN_VER] + ASYNC_FUNCTIONS:
+    for name in ALL_FUNCTIONS + [FN_BAD_MEMORY, FN_VER, FN_SCALE] + ASYNC_FUNCTIONS:
         try:
             CLIENT.delete_function(name)
         except Exception:

@@ -16,6 +16,7 @@ mod keys;
 mod migrate;
 mod outage;
 mod refusals;
+mod scaling;
 mod versions;
 
 /// One `#[tokio::test]` per (engine, body): `<engine>::<body>`.
@@ -56,6 +57,10 @@ conformance!(
     versions::versions_hold_code_and_go_with_their_function,
     versions::resolve_names_latest_versions_and_aliases,
     versions::concurrent_publishes_take_one_id,
+    scaling::controls_are_stored_without_a_new_revision,
+    scaling::concurrency_configs_list_and_page,
+    scaling::provision_configs_upsert_page_and_follow_aliases,
+    scaling::alias_deletes_racing_provision_puts_leave_no_orphan,
     migrate::concurrent_opens_migrate_once,
     migrate::reopening_keeps_the_data,
 );

@@ -3,7 +3,7 @@
 use crate::harness::TestDb;
 
 /// Migrations each engine has (the SQLite ones include the embedded queue's table, in 0002).
-const MIGRATIONS: i64 = 3;
+const MIGRATIONS: i64 = 4;
 
 pub async fn concurrent_opens_migrate_once(db: &TestDb) {
     // As controllers starting together: every open must succeed, and each migration must be

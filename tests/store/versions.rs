@@ -3,7 +3,7 @@
 //! publishes racing on one function.
 
 use nubis::model::version::{AliasInput, AliasRecord, Qualifier, Routing};
-use nubis::store::{AliasWrite, DeleteVersion, Publish, Resolution, Store};
+use nubis::store::{AliasWrite, DeleteAlias, DeleteVersion, Publish, Resolution, Store};
 
 use crate::functions::function;
 use crate::harness::TestDb;
@@ -134,9 +134,10 @@ pub async fn aliases_route_to_versions_that_cannot_go_away(db: &TestDb) {
     assert_eq!(s.get_alias("fn", "prod").await.unwrap().unwrap().routing, Routing { version_id: 1, additional: None });
 
     for n in ["a-1", "a_2", "aB", "b"] {
-        assert!(s.delete_alias("fn", n).await.unwrap());
+        assert_eq!(s.delete_alias("fn", n).await.unwrap(), DeleteAlias::Deleted);
     }
-    assert!(!s.delete_alias("fn", "b").await.unwrap());
+    assert_eq!(s.delete_alias("fn", "b").await.unwrap(), DeleteAlias::NoAlias);
+    assert_eq!(s.delete_alias("ghost", "b").await.unwrap(), DeleteAlias::NoAlias);
     assert_eq!(s.delete_version("fn", 2).await.unwrap(), DeleteVersion::Deleted { code_checksum: "111".into() });
     assert_eq!(s.delete_version("fn", 1).await.unwrap(), DeleteVersion::InUse(vec!["prod".into()]));
 }
