@@ -149,6 +149,7 @@ pub async fn put_provision_config(
     match st.store.put_provision_config(&name, &qualifier, &cfg, &crate::model::now_iso()).await? {
         ProvisionWrite::Done(r) => {
             tracing::info!(function = %name, qualifier, target = r.config.target, "provision config set");
+            st.rm.provision_changed();
             Ok(Json(output(&st, &r, &ready_instances(&st))))
         }
         ProvisionWrite::NoFunction => Err(ApiError::function_not_found(&name)),
@@ -190,6 +191,7 @@ pub async fn delete_provision_config(
         return Err(missing(&st, &name, &qualifier).await);
     }
     tracing::info!(function = %name, qualifier, "provision config deleted");
+    st.rm.provision_changed();
     Ok(no_content())
 }
 

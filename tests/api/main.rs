@@ -20,6 +20,7 @@ mod lifecycle;
 mod log_queries;
 mod logs;
 mod metrics;
+mod provisioned;
 mod scaling;
 mod storage;
 mod summary;
