@@ -34,6 +34,8 @@ use crate::store::{Resolution, Store, StoreError, TaskChange};
 /// Event detail prefix of a run that repeats one whose outcome was lost.
 pub const REDELIVERED: &str = "re-delivered";
 /// Largest function result kept on a task (`returnPayload`).
+/// How often an event of a function whose invocation is disabled is looked at again.
+const DISABLED_RECHECK: Duration = Duration::from_secs(2);
 const MAX_RETURN_PAYLOAD: usize = 128 << 10;
 /// A message whose task row is missing this long after it was queued was orphaned by a crash
 /// between queueing and recording; the dispatcher records the task itself.
@@ -317,6 +319,12 @@ impl Dispatcher {
         let cfg = s.store.get_async_config(&msg.function_name, &msg.qualifier).await?.map(|r| r.config).unwrap_or_default();
         if now_ms() - task.created_ms > i64::from(cfg.max_async_event_age_in_seconds) * 1000 {
             return self.expire(d, &task, &cfg).await;
+        }
+        if f.controls.invocation_disabled {
+            // Accepted before DisableFunctionInvocation: held (not failed) until the function is
+            // enabled again, or its age expires it.
+            s.queue.retry_after(d, DISABLED_RECHECK).await?;
+            return Ok(HandleOutcome::Requeued);
         }
         let Some(_fp) = self.function_permit(&f).await else {
             // The function has as many dispatches running and waiting as it can use; make room.

@@ -337,3 +337,38 @@ fn without_current(mut v: Value) -> Value {
     v.as_object_mut().expect("a JSON object").remove("current");
     v
 }
+
+#[tokio::test]
+async fn events_accepted_before_a_disable_wait_until_enabled() {
+    // Accepted by a server without a dispatcher, so the event is still queued when the
+    // function is disabled; a server with a dispatcher on the same data then holds it.
+    let keep = tempfile::tempdir().unwrap();
+    let data = keep.path().join("data");
+    let app = spawn_app_with(|c| c.dispatcher.enabled = false).await;
+    create(&app, "held", SLEEPER).await;
+    let r = app.invoke("held", b"0", &[("x-fc-invocation-type", "Async")]).await;
+    assert_eq!(r.status, 202, "{}", r.text());
+    let task = format!("/2023-03-30/functions/held/async-tasks/{}", r.header("x-fc-async-task-id").unwrap());
+    assert_eq!(switch(&app, "held", false, Some(json!({"reason": "hold"}))).await.status, 200);
+    app.shutdown_keeping(&data).await;
+
+    let app = spawn_app_with(|c| {
+        c.server.data_dir = data.clone();
+        c.dispatcher.poll_interval_ms = 20;
+    })
+    .await;
+    let since = std::time::Instant::now();
+    eventually(Duration::from_secs(20), "3 s of the event held", || async {
+        let status = app.json_request("GET", &task, "", None).await.json()["status"].clone();
+        assert!(status != "Succeeded" && status != "Failed", "ran while disabled: {status}");
+        (since.elapsed() >= Duration::from_secs(3)).then_some(())
+    })
+    .await;
+    assert!(app.containers(Some("held")).await.is_empty(), "no instance started for it");
+    assert_eq!(switch(&app, "held", true, None).await.status, 200);
+    eventually(Duration::from_secs(60), "the held event ran once enabled", || async {
+        (app.json_request("GET", &task, "", None).await.json()["status"] == "Succeeded").then_some(())
+    })
+    .await;
+    app.shutdown().await.unwrap();
+}
