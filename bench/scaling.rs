@@ -45,16 +45,14 @@ use bollard::models::{ContainerCreateBody, HostConfig, HostConfigLogConfig};
 use bollard::query_parameters::{CreateContainerOptions, InspectContainerOptions, ListContainersOptions, RemoveContainerOptions};
 use clap::{Parser, ValueEnum};
 use common::{Api, NODE_SERVER, PY_HANDLER, Server, b64, container_cpu, git_describe, loadavg, mem_total, nproc, proc_cpu, server_binary};
-use nubis::agent::docker::{LABEL_FUNCTION, LABEL_INSTANCE, LABEL_MANAGED, LABEL_NODE};
+// LABEL_CELL: on warm-pool cells (kept once a cell serves a function; an idle cell has an empty
+// function label). The bench does not depend on it to wait for the pool: it waits until the
+// number of the node's containers stops growing (`wait_settled`), and only reports the cells.
+use nubis::agent::docker::{LABEL_CELL, LABEL_FUNCTION, LABEL_INSTANCE, LABEL_MANAGED, LABEL_NODE};
 use nubis::codestore::package::build_zip;
 use nubis::config::AgentConfig;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::{Value, json};
-
-/// The label the warm pool puts on its idle cells. Not final (the pool is being written): the
-/// bench does not depend on it. It waits until the number of this node's containers stops
-/// growing (see `wait_settled`) and only reports how many of them carry this label.
-const POOL_CELL_LABEL: &str = "nubis.cell";
 
 /// On the containers this bench creates itself for the Docker baselines.
 const BENCH_LABEL: &str = "nubis.bench";
@@ -789,11 +787,24 @@ async fn remove_bench_containers(docker: &Docker) -> Result<()> {
 // ---------------------------------------------------------------------------------------------
 // The warm pool: wait until it has filled
 
-/// Containers of this node, and how many carry POOL_CELL_LABEL.
+/// This node's running containers, and how many of them are idle warm-pool cells (labelled
+/// LABEL_CELL, no function yet).
 async fn node_containers(docker: &Docker, node_id: &str) -> Result<(usize, usize)> {
     let list = list_containers(docker, &[format!("{LABEL_MANAGED}=true"), format!("{LABEL_NODE}={node_id}")], false).await?;
-    let cells = list.iter().filter(|c| c.labels.as_ref().is_some_and(|l| l.contains_key(POOL_CELL_LABEL))).count();
+    let idle_cell = |l: &HashMap<String, String>| l.contains_key(LABEL_CELL) && l.get(LABEL_FUNCTION).is_none_or(|f| f.is_empty());
+    let cells = list.iter().filter(|c| c.labels.as_ref().is_some_and(idle_cell)).count();
     Ok((list.len(), cells))
+}
+
+/// The server's count of warm-pool hand-offs (`nubis_warm_pool_handoffs_total{result="hit"}`
+/// on /metrics), 0 when it has none.
+async fn pool_hits(server: &Server) -> Result<u64> {
+    let text = reqwest::get(format!("http://{}/metrics", server.addr)).await?.text().await?;
+    Ok(text
+        .lines()
+        .filter(|l| l.starts_with("nubis_warm_pool_handoffs_total") && l.contains("result=\"hit\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64)
 }
 
 /// Wait until the number of this node's running containers has not changed for `settle`
@@ -825,7 +836,7 @@ async fn cold(args: &Args, bin: &Path, docker: &Docker, image: &str) -> Result<S
     remove_bench_containers(docker).await?;
     let code = code_dir(PY_HANDLER)?;
     let mut baseline: Vec<RawStart> = Vec::new();
-    let mut nubis: Vec<(bool, Vec<f64>, (usize, usize))> = Vec::new();
+    let mut nubis: Vec<ColdRuns> = Vec::new();
     for pool in args.pool.servers() {
         let dir = tempfile::Builder::new().prefix("nubis-bench-cold-").tempdir()?;
         let server = Server::start(bin, dir.path(), &[("NUBIS_AGENT__WARM_POOL__ENABLED", pool.to_string())]).await?;
@@ -834,8 +845,7 @@ async fn cold(args: &Args, bin: &Path, docker: &Docker, image: &str) -> Result<S
             server.print_log_tail();
         }
         server.stop().await;
-        let (times, cells) = outcome?;
-        nubis.push((pool, times, cells));
+        nubis.push(outcome?);
     }
 
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
@@ -857,25 +867,30 @@ async fn cold(args: &Args, bin: &Path, docker: &Docker, image: &str) -> Result<S
     };
     out.push_str(&row("baseline: raw Docker create + start + ready (TCP accept)", &ready));
     out.push_str(&row("raw Docker create + start + ready + first /invoke answered", &invoked));
-    for (pool, times, (containers, cells)) in &nubis {
-        let mut v = times.clone();
+    for r in &nubis {
+        let mut v = r.times.clone();
         v.sort_by(f64::total_cmp);
-        let note = if *pool { format!(" (before timing: {containers} containers of the node, {cells} labelled {POOL_CELL_LABEL})") } else { String::new() };
-        out.push_str(&row(&format!("Nubis first invoke, {}{note}", pool_name(*pool)), &v));
+        let note = if r.pool {
+            format!(" ({} of {} from a pool cell; before timing: {} containers of the node, {} idle cells)", r.hits, v.len(), r.seen.0, r.seen.1)
+        } else {
+            String::new()
+        };
+        out.push_str(&row(&format!("Nubis first invoke, {}{note}", pool_name(r.pool)), &v));
     }
     out.push_str("\n| target | value | met |\n|---|---|---|\n");
     let base_p50 = percentile(&ready, 0.5);
-    for (pool, times, (_, cells)) in &nubis {
-        let mut v = times.clone();
+    for r in &nubis {
+        let mut v = r.times.clone();
         v.sort_by(f64::total_cmp);
         let p50 = percentile(&v, 0.5);
-        if *pool {
+        if r.pool {
             out.push_str(&format!("| pool on: p50 ≤ {TARGET_POOL_P50_MS} ms | {p50:.1} ms | {} |\n", met(p50 <= TARGET_POOL_P50_MS)));
-            if *cells == 0 {
-                out.push_str(&format!(
-                    "\nNo container labelled `{POOL_CELL_LABEL}` was seen with the pool on: this build has no warm pool yet \
-                     (or its label differs; see POOL_CELL_LABEL in bench/scaling.rs), so 'pool on' timed ordinary cold starts.\n"
-                ));
+            if r.hits == 0 {
+                out.push_str(
+                    "\nNo cold start with the pool on was served by a pool cell (the server's nubis_warm_pool_handoffs_total \
+                     {result=\"hit\"} did not move): this build has no warm pool, or none for this shape, so 'pool on' timed \
+                     ordinary cold starts.\n",
+                );
             }
         } else {
             let d = p50 - base_p50;
@@ -899,7 +914,7 @@ async fn cold_on(
     pool: bool,
     code: &Path,
     baseline: &mut Vec<RawStart>,
-) -> Result<(Vec<f64>, (usize, usize))> {
+) -> Result<ColdRuns> {
     let api = server.api(1);
     let settle = Duration::from_millis(args.settle_ms);
     let mut seen = (0, 0);
@@ -907,7 +922,7 @@ async fn cold_on(
         let t = Instant::now();
         seen = wait_settled(docker, &server.node_id, settle, Duration::from_secs(args.pool_fill_secs)).await?;
         println!(
-            "{}: the node's containers settled at {} ({} labelled {POOL_CELL_LABEL}) after {:.1} s",
+            "{}: the node's containers settled at {} ({} idle pool cells) after {:.1} s",
             pool_name(pool),
             seen.0,
             seen.1,
@@ -916,6 +931,7 @@ async fn cold_on(
     }
     let run_id = &uuid::Uuid::new_v4().simple().to_string()[..8];
     let mut times = Vec::new();
+    let mut hits = 0;
     for k in 0..args.cold_runs {
         let function = format!("cold-{run_id}-{k}");
         // New code for each function, so its package is unpacked on its cold start too.
@@ -940,25 +956,40 @@ async fn cold_on(
             // The pool refills after each hand-off (and after the baseline's engine work).
             wait_settled(docker, &server.node_id, settle, Duration::from_secs(args.pool_fill_secs)).await?;
         }
+        let hits0 = pool_hits(server).await?;
         let t = Instant::now();
         let (_, answer) = api.invoke_sync(&function, event(k)).await.with_context(|| format!("first invoke of {function}"))?;
         let took = t.elapsed().as_secs_f64() * 1e3;
+        let hit = pool_hits(server).await? > hits0;
         if &answer[..] != b"ok" {
             bail!("{function} answered {}", String::from_utf8_lossy(&answer));
         }
         println!(
-            "  {} run {}: Nubis first invoke {took:.1} ms; raw Docker ready {:.1} ms, + first /invoke {:.1} ms",
+            "  {} run {}: Nubis first invoke {took:.1} ms{}; raw Docker ready {:.1} ms, + first /invoke {:.1} ms",
             pool_name(pool),
             k + 1,
+            if hit { " (a pool cell)" } else { "" },
             raw.ready.as_secs_f64() * 1e3,
             raw.invoked.unwrap_or_default().as_secs_f64() * 1e3
         );
         times.push(took);
+        hits += usize::from(hit);
         baseline.push(raw);
         api.delete_function(&function).await?;
         wait_gone(docker, &server.node_id, &function).await?;
     }
-    Ok((times, seen))
+    Ok(ColdRuns { pool, times, seen, hits })
+}
+
+/// The first invokes on one server.
+struct ColdRuns {
+    pool: bool,
+    /// Latencies, ms, in order.
+    times: Vec<f64>,
+    /// The node's containers and idle cells before the first timed call.
+    seen: (usize, usize),
+    /// Runs served by a warm-pool cell (the server's hand-off counter went up).
+    hits: usize,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -972,8 +1003,11 @@ struct BurstResult {
     start_p50_ms: f64,
     /// All calls answered − release, ms.
     all_done_ms: f64,
+    /// The function's containers, plus the pool cells handed to it.
     containers: usize,
     distinct_instances: usize,
+    /// Instances that were warm-pool cells.
+    hits: usize,
 }
 
 async fn burst(args: &Args, bin: &Path, docker: &Docker, image: &str) -> Result<String> {
@@ -1037,10 +1071,11 @@ async fn burst(args: &Args, bin: &Path, docker: &Docker, image: &str) -> Result<
     ));
     for r in &results {
         out.push_str(&format!(
-            "| Nubis, {} (all answered after {:.0} ms; {} distinct instance ids) | {:.0} | {:.0} | {} | {:.2} | {} |\n",
+            "| Nubis, {} (all answered after {:.0} ms; {} distinct instance ids, {} from pool cells) | {:.0} | {:.0} | {} | {:.2} | {} |\n",
             pool_name(r.pool),
             r.all_done_ms,
             r.distinct_instances,
+            r.hits,
             r.to_all_busy_ms,
             r.start_p50_ms,
             r.containers,
@@ -1067,8 +1102,9 @@ async fn burst_on(args: &Args, docker: &Docker, server: &Server, pool: bool) -> 
     api.create_function(&body).await?;
     if pool {
         let seen = wait_settled(docker, &server.node_id, Duration::from_millis(args.settle_ms), Duration::from_secs(args.pool_fill_secs)).await?;
-        println!("{}: the node's containers settled at {} ({} labelled {POOL_CELL_LABEL})", pool_name(pool), seen.0, seen.1);
+        println!("{}: the node's containers settled at {} ({} idle pool cells)", pool_name(pool), seen.0, seen.1);
     }
+    let hits0 = pool_hits(server).await?;
     let release = epoch_secs();
     let t = Instant::now();
     let calls: Vec<_> = (0..n)
@@ -1088,10 +1124,13 @@ async fn burst_on(args: &Args, docker: &Docker, server: &Server, pool: bool) -> 
         }
     }
     let all_done_ms = t.elapsed().as_secs_f64() * 1e3;
+    let hits = (pool_hits(server).await? - hits0) as usize;
     starts.sort_by(f64::total_cmp);
+    // A cell handed to the function keeps its empty function label: counted by the hand-offs.
     let containers = list_containers(docker, &[format!("{LABEL_NODE}={}", server.node_id), format!("{LABEL_FUNCTION}={function}")], true)
         .await?
-        .len();
+        .len()
+        + hits;
     let r = BurstResult {
         pool,
         to_all_busy_ms: starts[n - 1],
@@ -1099,15 +1138,17 @@ async fn burst_on(args: &Args, docker: &Docker, server: &Server, pool: bool) -> 
         all_done_ms,
         containers,
         distinct_instances: instances.len(),
+        hits,
     };
     println!(
-        "{}: {n} busy after {:.0} ms (median start {:.0} ms), all answered after {:.0} ms; {} containers, {} distinct instance ids",
+        "{}: {n} busy after {:.0} ms (median start {:.0} ms), all answered after {:.0} ms; {} containers, {} distinct instance ids, {} from pool cells",
         pool_name(pool),
         r.to_all_busy_ms,
         r.start_p50_ms,
         r.all_done_ms,
         r.containers,
-        r.distinct_instances
+        r.distinct_instances,
+        r.hits
     );
     Ok(r)
 }
