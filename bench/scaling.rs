@@ -308,22 +308,6 @@ struct Usage {
 }
 
 impl Usage {
-    fn now(server_pid: Option<&str>, container_id: &str) -> Self {
-        Usage {
-            server: server_pid.map(proc_cpu).unwrap_or(0.0),
-            function: container_cpu(container_id),
-            engine: engine_cpu(),
-            client: proc_cpu("self"),
-        }
-    }
-    fn since(self, b: Usage) -> Usage {
-        Usage {
-            server: self.server - b.server,
-            function: self.function - b.function,
-            engine: self.engine - b.engine,
-            client: self.client - b.client,
-        }
-    }
     fn add(self, b: Usage) -> Usage {
         Usage {
             server: self.server + b.server,
@@ -337,21 +321,47 @@ impl Usage {
     }
 }
 
-/// CPU seconds of the container engine's processes: dockerd, containerd and every shim
-/// (`containerd-shim-runc-v2`, whose comm is cut to 15 characters).
-fn engine_cpu() -> f64 {
-    let Ok(dir) = std::fs::read_dir("/proc") else { return 0.0 };
-    dir.filter_map(|e| e.ok())
-        .filter_map(|e| {
-            let pid = e.file_name().into_string().ok()?;
-            pid.bytes().all(|b| b.is_ascii_digit()).then_some(pid)
-        })
-        .filter(|pid| {
-            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-            matches!(comm.trim(), "dockerd" | "containerd" | "containerd-shim")
-        })
-        .map(|pid| proc_cpu(&pid))
-        .sum()
+/// CPU seconds so far of each part; the engine's per process, as its shims come and go.
+struct Snapshot {
+    server: f64,
+    function: f64,
+    client: f64,
+    /// pid → CPU seconds of dockerd, containerd and every shim (`containerd-shim-runc-v2`,
+    /// whose comm is cut to 15 characters).
+    engine: HashMap<String, f64>,
+}
+
+impl Snapshot {
+    fn take(server_pid: Option<&str>, container_id: &str) -> Self {
+        let engine = match std::fs::read_dir("/proc") {
+            Ok(dir) => dir
+                .filter_map(|e| e.ok()?.file_name().into_string().ok())
+                .filter(|pid| pid.bytes().all(|b| b.is_ascii_digit()))
+                .filter(|pid| {
+                    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+                    matches!(comm.trim(), "dockerd" | "containerd" | "containerd-shim")
+                })
+                .map(|pid| {
+                    let cpu = proc_cpu(&pid);
+                    (pid, cpu)
+                })
+                .collect(),
+            Err(_) => HashMap::new(),
+        };
+        Snapshot {
+            server: server_pid.map(proc_cpu).unwrap_or(0.0),
+            function: container_cpu(container_id),
+            client: proc_cpu("self"),
+            engine,
+        }
+    }
+
+    /// What each part used since `before`. An engine process that ended in between is not
+    /// counted (a shim of a container removed meanwhile: little).
+    fn since(&self, before: &Snapshot) -> Usage {
+        let engine = self.engine.iter().map(|(pid, cpu)| cpu - before.engine.get(pid).copied().unwrap_or(0.0)).sum();
+        Usage { server: self.server - before.server, function: self.function - before.function, engine, client: self.client - before.client }
+    }
 }
 
 /// One measurement: `n` calls with at most `c` in flight.
@@ -364,7 +374,7 @@ struct Sample {
 
 async fn measure(caller: &Caller, n: usize, c: usize, server_pid: Option<&str>, container_id: &str) -> Result<Sample> {
     let next = Arc::new(AtomicUsize::new(0));
-    let cpu0 = Usage::now(server_pid, container_id);
+    let cpu0 = Snapshot::take(server_pid, container_id);
     let started = Instant::now();
     let workers: Vec<_> = (0..c.max(1))
         .map(|_| {
@@ -388,7 +398,7 @@ async fn measure(caller: &Caller, n: usize, c: usize, server_pid: Option<&str>, 
         latencies_ms.extend(w.await??);
     }
     let secs = started.elapsed().as_secs_f64();
-    Ok(Sample { n, secs, latencies_ms, cpu: Usage::now(server_pid, container_id).since(cpu0) })
+    Ok(Sample { n, secs, latencies_ms, cpu: Snapshot::take(server_pid, container_id).since(&cpu0) })
 }
 
 /// The rounds of one path at one concurrency, summed up.
