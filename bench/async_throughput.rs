@@ -49,7 +49,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{Parser, ValueEnum};
 use common::{
-    Api, Cpu, NODE_SERVER, PY_HANDLER, Server, b64, epoch_ms, git_describe, loadavg, mem_total, nproc, proc_cpu, server_binary,
+    Api, Cpu, NODE_SERVER, PY_HANDLER, Server, b64, binary_facts, epoch_ms, git_describe, loadavg, mem_total, nproc, proc_cpu,
+    server_binary,
 };
 use nubis::codestore::package::build_zip;
 use serde_json::json;
@@ -165,7 +166,7 @@ async fn run(args: Args) -> Result<()> {
         );
     }
     println!("# Nubis async throughput benchmark");
-    println!("server binary: {} (source: {})", bin.display(), git_describe());
+    println!("server binary: {} ({}; this checkout: {})", bin.display(), binary_facts(&bin), git_describe());
     println!("machine: {} cores, {}; load average at start: {}", nproc(), mem_total(), loadavg());
     println!(
         "events {}, client concurrency {}, runtime {:?}, instanceConcurrency {}, function cpu {}, \

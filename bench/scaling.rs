@@ -44,7 +44,10 @@ use bollard::Docker;
 use bollard::models::{ContainerCreateBody, HostConfig, HostConfigLogConfig};
 use bollard::query_parameters::{CreateContainerOptions, InspectContainerOptions, ListContainersOptions, RemoveContainerOptions};
 use clap::{Parser, ValueEnum};
-use common::{Api, NODE_SERVER, PY_HANDLER, Server, b64, container_cpu, git_describe, loadavg, mem_total, nproc, proc_cpu, server_binary};
+use common::{
+    Api, NODE_SERVER, PY_HANDLER, Server, b64, binary_facts, container_cpu, git_describe, loadavg, mem_total, nproc, proc_cpu,
+    server_binary,
+};
 // LABEL_CELL: on warm-pool cells (kept once a cell serves a function; an idle cell has an empty
 // function label). The bench does not depend on it to wait for the pool: it waits until the
 // number of the node's containers stops growing (`wait_settled`), and only reports the cells.
@@ -191,7 +194,7 @@ async fn run(args: Args) -> Result<()> {
         .with_context(|| format!("image {python_image} (build the runtime images: bash scripts/build-images.sh)"))?;
     let all = args.scenario == Scenario::All;
     println!("# Nubis scaling benchmark (issue #6)");
-    println!("server binary: {} (source: {})", bin.display(), git_describe());
+    println!("server binary: {} ({}; this checkout: {})", bin.display(), binary_facts(&bin), git_describe());
     println!("machine: {} cores, {}; load average at start: {}", nproc(), mem_total(), loadavg());
     let mut report = Vec::new();
     if all || args.scenario == Scenario::Warm {
@@ -360,7 +363,12 @@ impl Snapshot {
     /// counted (a shim of a container removed meanwhile: little).
     fn since(&self, before: &Snapshot) -> Usage {
         let engine = self.engine.iter().map(|(pid, cpu)| cpu - before.engine.get(pid).copied().unwrap_or(0.0)).sum();
-        Usage { server: self.server - before.server, function: self.function - before.function, engine, client: self.client - before.client }
+        Usage {
+            server: self.server - before.server,
+            function: self.function - before.function,
+            engine,
+            client: self.client - before.client,
+        }
     }
 }
 
@@ -453,7 +461,8 @@ async fn warm(args: &Args, bin: &Path, docker: &Docker) -> Result<String> {
     server.stop().await;
     let rows = outcome?;
 
-    let mut out = String::from("## Warm sync invoke (Nubis = signed InvokeFunction over HTTP; direct = POST /invoke into the same instance)\n\n");
+    let mut out =
+        String::from("## Warm sync invoke (Nubis = signed InvokeFunction over HTTP; direct = POST /invoke into the same instance)\n\n");
     out.push_str(&format!(
         "Rounds: {}; {} calls per round at concurrency 1, {} at the others. Latency percentiles pooled over the rounds; calls/s is the median round.\n\n",
         args.rounds, args.latency_requests, args.requests
@@ -736,9 +745,8 @@ async fn raw_start(docker: &Docker, spec: &RawSpec<'_>, invoke: bool, t0: Instan
         let addr = SocketAddr::new(ip, FUNCTION_PORT);
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let connected = tokio::time::timeout(Duration::from_millis(200), tokio::net::TcpStream::connect(addr))
-                .await
-                .is_ok_and(|r| r.is_ok());
+            let connected =
+                tokio::time::timeout(Duration::from_millis(200), tokio::net::TcpStream::connect(addr)).await.is_ok_and(|r| r.is_ok());
             if connected {
                 break;
             }
@@ -881,7 +889,13 @@ async fn cold(args: &Args, bin: &Path, docker: &Docker, image: &str) -> Result<S
         let mut v = r.times.clone();
         v.sort_by(f64::total_cmp);
         let note = if r.pool {
-            format!(" ({} of {} from a pool cell; before timing: {} containers of the node, {} idle cells)", r.hits, v.len(), r.seen.0, r.seen.1)
+            format!(
+                " ({} of {} from a pool cell; before timing: {} containers of the node, {} idle cells)",
+                r.hits,
+                v.len(),
+                r.seen.0,
+                r.seen.1
+            )
         } else {
             String::new()
         };
@@ -1045,15 +1059,17 @@ async fn burst(args: &Args, bin: &Path, docker: &Docker, image: &str) -> Result<
         return Err(e.context("raw Docker start (burst baseline)"));
     }
     ready.sort_by(f64::total_cmp);
-    println!("baseline: {n} raw Docker starts in parallel: last ready after {:.0} ms (p50 {:.0} ms)", ready[n - 1], percentile(&ready, 0.5));
+    println!(
+        "baseline: {n} raw Docker starts in parallel: last ready after {:.0} ms (p50 {:.0} ms)",
+        ready[n - 1],
+        percentile(&ready, 0.5)
+    );
 
     let mut results = Vec::new();
     for pool in args.pool.servers() {
         let dir = tempfile::Builder::new().prefix("nubis-bench-burst-").tempdir()?;
-        let mut env = vec![
-            ("NUBIS_AGENT__WARM_POOL__ENABLED", pool.to_string()),
-            ("NUBIS_SCHEDULER__MAX_INSTANCES_PER_FUNCTION", n.to_string()),
-        ];
+        let mut env =
+            vec![("NUBIS_AGENT__WARM_POOL__ENABLED", pool.to_string()), ("NUBIS_SCHEDULER__MAX_INSTANCES_PER_FUNCTION", n.to_string())];
         if let Some(m) = args.max_starts_per_node {
             env.push(("NUBIS_SCHEDULER__MAX_STARTS_PER_NODE", m.to_string()));
         }
@@ -1111,7 +1127,8 @@ async fn burst_on(args: &Args, docker: &Docker, server: &Server, pool: bool) -> 
     });
     api.create_function(&body).await?;
     if pool {
-        let seen = wait_settled(docker, &server.node_id, Duration::from_millis(args.settle_ms), Duration::from_secs(args.pool_fill_secs)).await?;
+        let seen =
+            wait_settled(docker, &server.node_id, Duration::from_millis(args.settle_ms), Duration::from_secs(args.pool_fill_secs)).await?;
         println!("{}: the node's containers settled at {} ({} idle pool cells)", pool_name(pool), seen.0, seen.1);
     }
     let hits0 = pool_hits(server).await?;
@@ -1137,10 +1154,9 @@ async fn burst_on(args: &Args, docker: &Docker, server: &Server, pool: bool) -> 
     let hits = (pool_hits(server).await? - hits0) as usize;
     starts.sort_by(f64::total_cmp);
     // A cell handed to the function keeps its empty function label: counted by the hand-offs.
-    let containers = list_containers(docker, &[format!("{LABEL_NODE}={}", server.node_id), format!("{LABEL_FUNCTION}={function}")], true)
-        .await?
-        .len()
-        + hits;
+    let containers =
+        list_containers(docker, &[format!("{LABEL_NODE}={}", server.node_id), format!("{LABEL_FUNCTION}={function}")], true).await?.len()
+            + hits;
     let r = BurstResult {
         pool,
         to_all_busy_ms: starts[n - 1],

@@ -39,6 +39,15 @@ pub fn server_binary(given: Option<&Path>) -> Result<PathBuf> {
     Ok(bin)
 }
 
+/// "42.3 MB, modified 2026-11-24 09:04:33 UTC": which build of the server ran. With a target
+/// directory shared between checkouts, `target/release/nubis` is whichever checkout built it
+/// last, whatever `git describe` of this one says: copy it and pass `--nubis-bin` to be sure.
+pub fn binary_facts(bin: &Path) -> String {
+    let Ok(meta) = std::fs::metadata(bin) else { return "unreadable".into() };
+    let modified = meta.modified().map(|t| chrono::DateTime::<chrono::Utc>::from(t).format("%Y-%m-%d %H:%M:%S UTC").to_string());
+    format!("{:.1} MB, modified {}", meta.len() as f64 / 1e6, modified.unwrap_or_else(|_| "?".into()))
+}
+
 // ---------------------------------------------------------------------------------------------
 // The server subprocess
 
