@@ -112,8 +112,9 @@ struct Args {
     #[arg(long, default_value_t = 20)]
     burst: usize,
     /// burst: how long each call keeps its instance busy. Long enough that no instance frees
-    /// up before the last one has started, or fewer than --burst instances are needed.
-    #[arg(long, default_value_t = 5000)]
+    /// up before the last one has started (on a busy 2-core machine 20 starts took up to
+    /// 5.7 s), or fewer than --burst instances are needed and the bench says so.
+    #[arg(long, default_value_t = 10000)]
     burst_sleep_ms: u64,
     /// burst: server's NUBIS_SCHEDULER__MAX_STARTS_PER_NODE (default: the server's default).
     #[arg(long)]
