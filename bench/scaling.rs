@@ -17,13 +17,15 @@
 //!   with it on (`NUBIS_AGENT__WARM_POOL__ENABLED`). Baseline: Docker create + start + ready
 //!   (TCP accept on port 9000) of the same runtime image with the same hardening options
 //!   (`DockerNode::container_body`) done by the bench through bollard, interleaved with the
-//!   Nubis runs; also timed up to its first `/invoke` answer.
+//!   Nubis runs; also timed up to its first `/invoke` answer. Whether a cold start took a pool
+//!   cell is read from the server's `nubis_warm_pool_handoffs_total{result="hit"}`.
 //! - **burst**: `--burst` (20) concurrent callers start at once on a new Python function whose
 //!   handler records its start time (`time.time()`, returned as the body) and then sleeps
 //!   (`--burst-sleep-ms`), with `instanceConcurrency` 1 and
 //!   `NUBIS_SCHEDULER__MAX_INSTANCES_PER_FUNCTION` = the burst size. Time to N busy instances =
 //!   the latest handler start − the moment the callers were released; instances created =
-//!   the function's containers. Baseline: N raw Docker create + start + ready in parallel.
+//!   the function's containers plus the pool cells handed to it (a cell keeps its empty
+//!   function label). Baseline: N raw Docker create + start + ready in parallel.
 //!
 //! The server is the real `nubis` binary (the one cargo builds with this bench, or `NUBIS_BIN`)
 //! started as a subprocess on 127.0.0.1 with a fresh data dir and node id. Only 127.0.0.1 and
