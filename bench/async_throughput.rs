@@ -37,21 +37,23 @@
 //! Only 127.0.0.1 is contacted: the server, its containers (via Docker) and, for `kafka`, the
 //! local broker of `scripts/test-services.sh`. See bench/README.md and BENCHMARKS.md.
 
-use std::net::{SocketAddr, TcpListener};
+#[path = "common/mod.rs"]
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
-use axum::http::{HeaderMap, HeaderName, HeaderValue, Method};
-use bytes::Bytes;
 use clap::{Parser, ValueEnum};
-use nubis::api::auth::sign_request;
+use common::{
+    Api, Cpu, NODE_SERVER, PY_HANDLER, Server, b64, binary_facts, epoch_ms, git_describe, loadavg, mem_total, nproc, proc_cpu,
+    server_binary,
+};
 use nubis::codestore::package::build_zip;
-use serde_json::{Value, json};
+use serde_json::json;
 use sqlx::Row;
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
 
@@ -144,19 +146,6 @@ enum Runtime {
 
 const FUNCTION: &str = "bench-trivial";
 
-/// A minimal HTTP/1.1 keep-alive server answering every request with "ok". keepAliveTimeout 0:
-/// never close an idle pooled connection under the platform (Node's default is 5 s).
-const NODE_SERVER: &str = r#"const http = require('http');
-const s = http.createServer((req, res) => {
-  req.on('data', () => {});
-  req.on('end', () => { res.writeHead(200, {'content-type': 'text/plain', 'content-length': 2}); res.end('ok'); });
-});
-s.keepAliveTimeout = 0;
-s.listen(Number(process.env.FC_SERVER_PORT || 9000), '0.0.0.0');
-"#;
-
-const PY_HANDLER: &str = "def handler(event, context):\n    return 'ok'\n";
-
 fn main() -> Result<()> {
     let args = Args::parse();
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(args.client_threads.max(1)).enable_all().build()?;
@@ -164,13 +153,7 @@ fn main() -> Result<()> {
 }
 
 async fn run(args: Args) -> Result<()> {
-    let bin = match &args.nubis_bin {
-        Some(p) => p.clone(),
-        None => PathBuf::from(env!("CARGO_BIN_EXE_nubis")),
-    };
-    if !bin.exists() {
-        bail!("server binary {} not found (build it: cargo build --release --bin nubis, or set NUBIS_BIN)", bin.display());
-    }
+    let bin = server_binary(args.nubis_bin.as_deref())?;
     let backends: Vec<Backend> = match args.backend {
         BackendArg::Embedded => vec![Backend::Embedded],
         BackendArg::Kafka => vec![Backend::Kafka],
@@ -183,7 +166,7 @@ async fn run(args: Args) -> Result<()> {
         );
     }
     println!("# Nubis async throughput benchmark");
-    println!("server binary: {} (source: {})", bin.display(), git_describe());
+    println!("server binary: {} ({}; this checkout: {})", bin.display(), binary_facts(&bin), git_describe());
     println!("machine: {} cores, {}; load average at start: {}", nproc(), mem_total(), loadavg());
     println!(
         "events {}, client concurrency {}, runtime {:?}, instanceConcurrency {}, function cpu {}, \
@@ -285,10 +268,10 @@ async fn bench_backend(args: &Args, bin: &Path, backend: Backend) -> Result<Back
     // --- combined run: sync baseline, then async end to end, on one server ---
     let dir = tempfile::Builder::new().prefix("nubis-bench-").tempdir()?;
     let kafka = KafkaTopic::new(backend);
-    let server = Server::start(bin, dir.path(), args, backend, &kafka, true).await?;
+    let server = start_server(bin, dir.path(), args, backend, &kafka, true).await?;
     let outcome = async {
         let api = server.api(c);
-        api.create_function(args).await?;
+        create_function(&api, args).await?;
         // Warm-up: start the instance and fill the connection pools, outside the timings.
         drive(2 * c, c, &api, Op::Sync).await.context("warm-up")?;
 
@@ -367,10 +350,10 @@ async fn split_run(args: &Args, bin: &Path, backend: Backend) -> Result<Split> {
     let dir = tempfile::Builder::new().prefix("nubis-bench-split-").tempdir()?;
     let kafka = KafkaTopic::new(backend);
 
-    let server = Server::start(bin, dir.path(), args, backend, &kafka, false).await?;
+    let server = start_server(bin, dir.path(), args, backend, &kafka, false).await?;
     let accepted = async {
         let api = server.api(c);
-        api.create_function(args).await?;
+        create_function(&api, args).await?;
         let cpu0 = server.cpu();
         let t = drive(n, c, &api, Op::Async).await.context("async submit (dispatcher off)")?;
         Ok::<_, anyhow::Error>((n as f64 / t.as_secs_f64(), server.cpu().since(cpu0)))
@@ -399,7 +382,7 @@ async fn split_run(args: &Args, bin: &Path, backend: Backend) -> Result<Split> {
     println!("accept only (dispatcher disabled): {accept_rate:.0}/s");
     println!("  {}", accept_cpu.per_event(n));
 
-    let server = Server::start(bin, dir.path(), args, backend, &kafka, true).await?;
+    let server = start_server(bin, dir.path(), args, backend, &kafka, true).await?;
     let drained = async {
         // From /health on: includes the server's own start-up work after that point and the
         // instance's cold start (a few ms of CPU spread over 5000 events).
@@ -433,7 +416,7 @@ async fn split_run(args: &Args, bin: &Path, backend: Backend) -> Result<Split> {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The server subprocess
+// The server subprocess (common::Server) with this backend's settings
 
 /// Per-backend queue settings; a fresh topic and consumer group per server pair, so nothing
 /// left in the broker by another run is consumed.
@@ -453,210 +436,62 @@ impl KafkaTopic {
     }
 }
 
-struct Server {
-    child: tokio::process::Child,
-    addr: SocketAddr,
-    node_id: String,
-    log: PathBuf,
-    ak: String,
-    sk: String,
-    /// The local broker's pid (scripts/test-services.sh records it), for its CPU time.
-    broker_pid: Option<String>,
+/// Start a server for this backend over `data_dir` (see `common::Server::start`).
+async fn start_server(bin: &Path, data_dir: &Path, args: &Args, backend: Backend, q: &KafkaTopic, dispatcher: bool) -> Result<Server> {
+    let mut env = vec![
+        ("NUBIS_DISPATCHER__ENABLED", dispatcher.to_string()),
+        ("NUBIS_DISPATCHER__MAX_IN_FLIGHT", args.max_in_flight.to_string()),
+        ("NUBIS_SCHEDULER__MAX_INSTANCES_PER_FUNCTION", args.max_instances.to_string()),
+    ];
+    env.extend(q.env.iter().map(|(k, v)| (k.as_str(), v.clone())));
+    if backend == Backend::Kafka {
+        env.push(("NUBIS_KAFKA__BROKERS", args.kafka_brokers.clone().expect("checked in run")));
+    }
+    let mut server = Server::start(bin, data_dir, &env).await?;
+    server.broker_pid = (backend == Backend::Kafka).then(broker_pid).flatten();
+    Ok(server)
 }
 
-impl Server {
-    /// Start `nubis server` on a free 127.0.0.1 port over `data_dir` (a key is created the first
-    /// time) and wait for /health.
-    async fn start(bin: &Path, data_dir: &Path, args: &Args, backend: Backend, q: &KafkaTopic, dispatcher: bool) -> Result<Self> {
-        let key_file = data_dir.join("bench-key.json");
-        if !key_file.exists() {
-            let out = tokio::process::Command::new(bin)
-                .args(["admin", "create-key", "--output", "json", "--data-dir"])
-                .arg(data_dir)
-                .current_dir(data_dir)
-                .env_remove("NUBIS_CONFIG")
-                .env("RUST_LOG", "warn")
-                .output()
-                .await
-                .context("running nubis admin create-key")?;
-            if !out.status.success() {
-                bail!("nubis admin create-key failed: {}", String::from_utf8_lossy(&out.stderr));
-            }
-            std::fs::write(&key_file, &out.stdout)?;
-        }
-        let key: Value = serde_json::from_slice(&std::fs::read(&key_file)?)?;
-        let ak = key["accessKeyId"].as_str().ok_or_else(|| anyhow!("no accessKeyId in {key}"))?.to_string();
-        let sk = key["accessKeySecret"].as_str().ok_or_else(|| anyhow!("no accessKeySecret"))?.to_string();
-
-        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
-        let node_id = format!("bench-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
-        let log = data_dir.join(format!("server-{port}.log"));
-        let log_file = std::fs::File::create(&log)?;
-        let mut cmd = tokio::process::Command::new(bin);
-        cmd.args(["server", "--listen", &addr.to_string(), "--node-id", &node_id, "--data-dir"])
-            .arg(data_dir)
-            // Not the repository root: config/nubis.toml must not be picked up.
-            .current_dir(data_dir)
-            .env_remove("NUBIS_CONFIG")
-            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
-            .env("NUBIS_SERVER__SHUTDOWN_GRACE_SECS", "10")
-            .env("NUBIS_AGENT__PULL_MISSING_IMAGES", "false")
-            .env("NUBIS_DISPATCHER__ENABLED", dispatcher.to_string())
-            .env("NUBIS_DISPATCHER__MAX_IN_FLIGHT", args.max_in_flight.to_string())
-            .env("NUBIS_SCHEDULER__MAX_INSTANCES_PER_FUNCTION", args.max_instances.to_string())
-            .envs(q.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .stdin(Stdio::null())
-            .stdout(log_file.try_clone()?)
-            .stderr(log_file)
-            .kill_on_drop(true);
-        if backend == Backend::Kafka {
-            cmd.env("NUBIS_KAFKA__BROKERS", args.kafka_brokers.as_deref().expect("checked in run"));
-        }
-        let child = cmd.spawn().with_context(|| format!("starting {}", bin.display()))?;
-        let broker_pid = (backend == Backend::Kafka).then(broker_pid).flatten();
-        let mut server = Server { child, addr, node_id, log, ak, sk, broker_pid };
-        let http = reqwest::Client::new();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(status) = server.child.try_wait()? {
-                server.print_log_tail();
-                bail!("the server exited during start-up ({status})");
-            }
-            if let Ok(r) = http.get(format!("http://{addr}/health")).send().await
-                && r.status().is_success()
-            {
-                break;
-            }
-            if Instant::now() > deadline {
-                server.print_log_tail();
-                server.stop().await;
-                bail!("the server did not answer /health within 60 s");
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        Ok(server)
-    }
-
-    fn api(&self, concurrency: usize) -> Api {
-        let http = reqwest::Client::builder().pool_max_idle_per_host(concurrency).build().expect("client builds");
-        Api { base: format!("http://{}", self.addr), host: self.addr.to_string(), ak: self.ak.clone(), sk: self.sk.clone(), http }
-    }
-
-    fn cpu(&self) -> Cpu {
-        let server = self.child.id().map(|p| proc_cpu(&p.to_string())).unwrap_or(0.0);
-        let broker = self.broker_pid.as_deref().map(proc_cpu).unwrap_or(0.0);
-        Cpu { server, function: containers_cpu(&self.node_id), client: proc_cpu("self"), broker }
-    }
-
-    fn print_log_tail(&self) {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        eprintln!("--- last lines of the server log {}:", self.log.display());
-        for l in &lines[lines.len().saturating_sub(30)..] {
-            eprintln!("    {l}");
-        }
-    }
-
-    /// SIGTERM (the server stops its instances), then SIGKILL if it lingers; any container of
-    /// this node id still there is removed.
-    async fn stop(mut self) {
-        if let Some(pid) = self.child.id() {
-            let _ = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status();
-            if tokio::time::timeout(Duration::from_secs(30), self.child.wait()).await.is_err() {
-                let _ = self.child.kill().await;
-            }
-        }
-        let out =
-            std::process::Command::new("docker").args(["ps", "-aq", "--filter", &format!("label=nubis.node={}", self.node_id)]).output();
-        if let Ok(out) = out {
-            let ids: Vec<String> = String::from_utf8_lossy(&out.stdout).split_whitespace().map(String::from).collect();
-            if !ids.is_empty() {
-                let _ = std::process::Command::new("docker").arg("rm").arg("-f").args(&ids).stdout(Stdio::null()).status();
-            }
-        }
-    }
+/// The pid of the broker started by `scripts/test-services.sh start kafka`, if it is running.
+fn broker_pid() -> Option<String> {
+    let run = std::env::var("NUBIS_RUN_DIR").unwrap_or_else(|_| "/tmp/nubis-run".into());
+    let pid = std::fs::read_to_string(Path::new(&run).join("kafka.pid")).ok()?.trim().to_string();
+    Path::new(&format!("/proc/{pid}")).exists().then_some(pid)
 }
 
 // ---------------------------------------------------------------------------------------------
 // Signed FC API calls
 
-#[derive(Clone)]
-struct Api {
-    base: String,
-    host: String,
-    ak: String,
-    sk: String,
-    http: reqwest::Client,
+async fn create_function(api: &Api, args: &Args) -> Result<()> {
+    let mut body = match args.runtime {
+        Runtime::Custom => json!({
+            "runtime": "custom.debian12", "handler": "not.used",
+            "customRuntimeConfig": {"command": ["node", "/code/server.js"], "port": 9000},
+            "code": {"zipFile": b64(&build_zip(&[("server.js", NODE_SERVER.as_bytes(), 0o644)]))},
+        }),
+        Runtime::Python => json!({
+            "runtime": "python3.10", "handler": "index.handler",
+            "code": {"zipFile": b64(&build_zip(&[("index.py", PY_HANDLER.as_bytes(), 0o644)]))},
+        }),
+    };
+    let extra = json!({
+        "functionName": FUNCTION, "memorySize": 512, "cpu": args.function_cpu, "timeout": 30,
+        "instanceConcurrency": args.instance_concurrency,
+    });
+    body.as_object_mut().expect("object").extend(extra.as_object().expect("object").clone());
+    api.create_function(&body).await
 }
 
-impl Api {
-    async fn call(&self, method: Method, path: &str, headers: &[(&str, &str)], body: Vec<u8>) -> Result<(u16, HeaderMap, Bytes)> {
-        let mut h = HeaderMap::new();
-        h.insert("host", HeaderValue::from_str(&self.host)?);
-        for (k, v) in headers {
-            h.insert(HeaderName::from_bytes(k.as_bytes())?, HeaderValue::from_str(v)?);
-        }
-        sign_request(&self.ak, &self.sk, &method, path, "", &mut h, &body, chrono::Utc::now());
-        let r = self.http.request(method, format!("{}{path}", self.base)).headers(h).body(body).send().await?;
-        let status = r.status().as_u16();
-        let headers = r.headers().clone();
-        Ok((status, headers, r.bytes().await?))
+async fn invoke_sync(api: &Api, i: usize) -> Result<()> {
+    let (_, body) = api.invoke_sync(FUNCTION, event(i)).await?;
+    if &body[..] != b"ok" {
+        bail!("sync invoke: unexpected answer {}", String::from_utf8_lossy(&body));
     }
-
-    async fn create_function(&self, args: &Args) -> Result<()> {
-        let mut body = match args.runtime {
-            Runtime::Custom => json!({
-                "runtime": "custom.debian12", "handler": "not.used",
-                "customRuntimeConfig": {"command": ["node", "/code/server.js"], "port": 9000},
-                "code": {"zipFile": b64(&build_zip(&[("server.js", NODE_SERVER.as_bytes(), 0o644)]))},
-            }),
-            Runtime::Python => json!({
-                "runtime": "python3.10", "handler": "index.handler",
-                "code": {"zipFile": b64(&build_zip(&[("index.py", PY_HANDLER.as_bytes(), 0o644)]))},
-            }),
-        };
-        let extra = json!({
-            "functionName": FUNCTION, "memorySize": 512, "cpu": args.function_cpu, "timeout": 30,
-            "instanceConcurrency": args.instance_concurrency,
-        });
-        body.as_object_mut().expect("object").extend(extra.as_object().expect("object").clone());
-        let (status, _, resp) = self
-            .call(Method::POST, "/2023-03-30/functions", &[("content-type", "application/json")], body.to_string().into_bytes())
-            .await?;
-        if status != 200 {
-            bail!("CreateFunction: {status} {}", String::from_utf8_lossy(&resp));
-        }
-        Ok(())
-    }
-
-    async fn invoke_sync(&self, i: usize) -> Result<()> {
-        let path = format!("/2023-03-30/functions/{FUNCTION}/invocations");
-        let (status, h, body) = self.call(Method::POST, &path, &[("content-type", "application/octet-stream")], event(i)).await?;
-        if status != 200 || h.contains_key("x-fc-error-type") || &body[..] != b"ok" {
-            bail!("sync invoke: {status} {:?} {}", h.get("x-fc-error-type"), String::from_utf8_lossy(&body));
-        }
-        Ok(())
-    }
-
-    async fn invoke_async(&self, i: usize) -> Result<()> {
-        let path = format!("/2023-03-30/functions/{FUNCTION}/invocations");
-        let headers = [("content-type", "application/octet-stream"), ("x-fc-invocation-type", "Async")];
-        let (status, _, body) = self.call(Method::POST, &path, &headers, event(i)).await?;
-        if status != 202 {
-            bail!("async invoke: {status} {}", String::from_utf8_lossy(&body));
-        }
-        Ok(())
-    }
+    Ok(())
 }
 
 fn event(i: usize) -> Vec<u8> {
     format!("{{\"i\":{i}}}").into_bytes()
-}
-
-fn b64(b: &[u8]) -> String {
-    use base64::Engine;
-    base64::engine::general_purpose::STANDARD.encode(b)
 }
 
 #[derive(Clone, Copy)]
@@ -679,8 +514,8 @@ async fn drive(n: usize, c: usize, api: &Api, op: Op) -> Result<Duration> {
                         return Ok::<_, anyhow::Error>(());
                     }
                     match op {
-                        Op::Sync => api.invoke_sync(i).await?,
-                        Op::Async => api.invoke_async(i).await?,
+                        Op::Sync => invoke_sync(&api, i).await?,
+                        Op::Async => api.invoke_async(FUNCTION, event(i)).await?,
                     }
                 }
             })
@@ -895,122 +730,4 @@ async fn store_baseline(args: &Args) -> Result<Vec<StoreRow>> {
         println!("{op}: {rate:.0}/s, {us:.0} µs CPU each");
     }
     Ok(rows)
-}
-
-// ---------------------------------------------------------------------------------------------
-// CPU accounting: CPU time per event does not depend on what else the machine runs, unlike
-// events/s, and 2 cores / (CPU per event) is the ceiling the code allows on a 2-core machine.
-
-/// CPU seconds used so far by the server process, the function's containers and this client.
-#[derive(Clone, Copy, Default)]
-struct Cpu {
-    server: f64,
-    function: f64,
-    client: f64,
-    /// The Kafka broker (kafka backend, when its pid is known), else 0.
-    broker: f64,
-}
-
-impl Cpu {
-    fn since(self, before: Cpu) -> Cpu {
-        Cpu {
-            server: self.server - before.server,
-            function: self.function - before.function,
-            client: self.client - before.client,
-            broker: self.broker - before.broker,
-        }
-    }
-    fn total(self) -> f64 {
-        self.server + self.function + self.client + self.broker
-    }
-    /// "server 812 + function 95 + client 130 + broker 0 = 1037 µs (ceiling on 2 cores: 1929/s)"
-    fn per_event(self, n: usize) -> String {
-        let us = |s: f64| s * 1e6 / n as f64;
-        let total = us(self.total());
-        format!(
-            "CPU per event: server {:.0} + function {:.0} + client {:.0} + broker {:.0} = {total:.0} µs (ceiling on {} cores: {:.0}/s)",
-            us(self.server),
-            us(self.function),
-            us(self.client),
-            us(self.broker),
-            nproc(),
-            nproc() as f64 * 1e6 / total
-        )
-    }
-}
-
-/// The pid of the broker started by `scripts/test-services.sh start kafka`, if it is running.
-fn broker_pid() -> Option<String> {
-    let run = std::env::var("NUBIS_RUN_DIR").unwrap_or_else(|_| "/tmp/nubis-run".into());
-    let pid = std::fs::read_to_string(Path::new(&run).join("kafka.pid")).ok()?.trim().to_string();
-    Path::new(&format!("/proc/{pid}")).exists().then_some(pid)
-}
-
-/// utime + stime of a process (all its threads), seconds.
-fn proc_cpu(pid: &str) -> f64 {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return 0.0 };
-    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0) + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
-    ticks / 100.0 // USER_HZ is 100 on Linux
-}
-
-/// CPU used by the containers of a node id (cgroup v1 cpuacct or v2 cpu.stat), seconds.
-fn containers_cpu(node_id: &str) -> f64 {
-    let Ok(out) =
-        std::process::Command::new("docker").args(["ps", "-q", "--no-trunc", "--filter", &format!("label=nubis.node={node_id}")]).output()
-    else {
-        return 0.0;
-    };
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .map(|id| {
-            if let Ok(ns) = std::fs::read_to_string(format!("/sys/fs/cgroup/cpuacct/docker/{id}/cpuacct.usage")) {
-                return ns.trim().parse::<f64>().unwrap_or(0.0) / 1e9;
-            }
-            for p in [format!("/sys/fs/cgroup/system.slice/docker-{id}.scope/cpu.stat"), format!("/sys/fs/cgroup/docker/{id}/cpu.stat")] {
-                if let Ok(stat) = std::fs::read_to_string(p) {
-                    let usec = stat.lines().find_map(|l| l.strip_prefix("usage_usec ")).and_then(|v| v.trim().parse::<f64>().ok());
-                    return usec.unwrap_or(0.0) / 1e6;
-                }
-            }
-            0.0
-        })
-        .sum()
-}
-
-// ---------------------------------------------------------------------------------------------
-// Machine facts for the report
-
-fn epoch_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
-}
-
-/// `git describe --always --dirty` of the repository this bench was built from.
-fn git_describe() -> String {
-    std::process::Command::new("git")
-        .args(["-C", env!("CARGO_MANIFEST_DIR"), "describe", "--always", "--dirty"])
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_else(|| "unknown".into())
-}
-
-fn nproc() -> usize {
-    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
-}
-
-fn mem_total() -> String {
-    std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|m| m.lines().find(|l| l.starts_with("MemTotal:")).map(|l| l.split_whitespace().nth(1).unwrap_or("0").to_string()))
-        .and_then(|kb| kb.parse::<u64>().ok())
-        .map(|kb| format!("{:.1} GiB memory", kb as f64 / 1024.0 / 1024.0))
-        .unwrap_or_else(|| "memory unknown".into())
-}
-
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg").map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" ")).unwrap_or_default()
 }
