@@ -24,5 +24,6 @@ mod provisioned;
 mod scaling;
 mod storage;
 mod summary;
+mod triggers;
 mod versions;
 mod warm_pool;

@@ -45,6 +45,7 @@ ALL_FUNCTIONS = [FN_ECHO, FN_RAISE, FN_OTHER]
 FN_BAD_MEMORY = PREFIX + "d_badmem"  # must never be created
 FN_VER = PREFIX + "e_versions"   # versions and aliases: answers "<tag>:<event>"
 FN_SCALE = PREFIX + "f_scaling"  # provision and concurrency configs, the invocation switch
+FN_TRIG = PREFIX + "g_triggers"  # trigger resources
 
 PRINT_MARKER = f"nubis-sdk-e2e-print-{RUN_ID}"
 RAISE_MARKER = f"nubis-sdk-e2e-boom-{RUN_ID}"
@@ -827,6 +828,44 @@ def test_disable_enable_invocation():
     CLIENT.delete_function(FN_SCALE)
 
 
+# ----------------------------------------------------------------------------- triggers
+
+def test_trigger_crud():
+    create_function(FN_TRIG, ZIP_V1)
+    # A config with odd spacing: FC's SDK and tools read back exactly the string they sent.
+    http_cfg = '{"authType": "anonymous",  "methods": ["GET", "POST"]}'
+    t = CLIENT.create_trigger(FN_TRIG, fc_models.CreateTriggerRequest(body=fc_models.CreateTriggerInput(
+        trigger_name="web", trigger_type="http", trigger_config=http_cfg, description="web"))).body
+    assert (t.trigger_name, t.trigger_type, t.trigger_config, t.qualifier, t.status) == \
+        ("web", "http", http_cfg, "LATEST", "Success"), t.to_map()
+    assert t.target_arn.endswith(f":functions/{FN_TRIG}") and t.trigger_id, t.to_map()
+    assert t.http_trigger.url_internet.endswith(f"/http/{FN_TRIG}/web"), t.to_map()
+    assert t.http_trigger.url_intranet.endswith(f"/http-intranet/{FN_TRIG}/web"), t.to_map()
+    timer_cfg = '{"cronExpression":"@every 1m","payload":"{\\"a\\":1}","enable":false}'
+    CLIENT.create_trigger(FN_TRIG, fc_models.CreateTriggerRequest(body=fc_models.CreateTriggerInput(
+        trigger_name="tick", trigger_type="timer", trigger_config=timer_cfg, qualifier="LATEST")))
+    expect_error(lambda: CLIENT.create_trigger(FN_TRIG, fc_models.CreateTriggerRequest(body=fc_models.CreateTriggerInput(
+        trigger_name="web", trigger_type="http", trigger_config=http_cfg))), "TriggerAlreadyExists", 409)
+    e = expect_error(lambda: CLIENT.create_trigger(FN_TRIG, fc_models.CreateTriggerRequest(body=fc_models.CreateTriggerInput(
+        trigger_name="bucket", trigger_type="oss", trigger_config="{}"))), "InvalidArgument", 400)
+    assert "not supported by Nubis" in e.message, e.message
+    got = CLIENT.get_trigger(FN_TRIG, "tick").body
+    assert (got.trigger_config, got.trigger_type) == (timer_cfg, "timer"), got.to_map()
+    out = CLIENT.list_triggers(FN_TRIG, fc_models.ListTriggersRequest(limit=1)).body
+    assert [x.trigger_name for x in out.triggers] == ["tick"] and out.next_token, out.to_map()
+    out = CLIENT.list_triggers(FN_TRIG, fc_models.ListTriggersRequest(limit=1, next_token=out.next_token)).body
+    assert [x.trigger_name for x in out.triggers] == ["web"] and not out.next_token, out.to_map()
+    new_cfg = '{"authType":"function","methods":["PUT"]}'
+    u = CLIENT.update_trigger(FN_TRIG, "web", fc_models.UpdateTriggerRequest(body=fc_models.UpdateTriggerInput(
+        trigger_config=new_cfg, description="updated"))).body
+    assert (u.trigger_config, u.description, u.trigger_id) == (new_cfg, "updated", t.trigger_id), u.to_map()
+    expect_error(lambda: CLIENT.delete_function(FN_TRIG), "FunctionNotEmpty", 412)
+    CLIENT.delete_trigger(FN_TRIG, "web")
+    CLIENT.delete_trigger(FN_TRIG, "tick")
+    expect_error(lambda: CLIENT.get_trigger(FN_TRIG, "web"), "TriggerNotFound", 404)
+    CLIENT.delete_function(FN_TRIG)
+
+
 TESTS = [
     test_create_function,
     test_get_function,
@@ -848,6 +887,7 @@ TESTS = [
     test_provision_config,
     test_concurrency_config,
     test_disable_enable_invocation,
+    test_trigger_crud,
     test_async_create_functions,
     test_async_invoke_and_get_task,
     test_async_duplicate_task_id,
@@ -865,7 +905,12 @@ TESTS = [
 
 def cleanup():
     """Best effort: remove whatever this run created (not counted as a test)."""
-    for name in ALL_FUNCTIONS + [FN_BAD_MEMORY, FN_VER, FN_SCALE] + ASYNC_FUNCTIONS:
+    for name in ALL_FUNCTIONS + [FN_BAD_MEMORY, FN_VER, FN_SCALE, FN_TRIG] + ASYNC_FUNCTIONS:
+        try:
+            for t in CLIENT.list_triggers(name, fc_models.ListTriggersRequest(limit=100)).body.triggers:
+                CLIENT.delete_trigger(name, t.trigger_name)
+        except Exception:
+            pass
         try:
             CLIENT.delete_function(name)
         except Exception:
