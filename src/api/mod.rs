@@ -1,5 +1,6 @@
 //! API controller: the FC 3.0 REST surface (`/2023-03-30/...`, signed), plus unsigned
-//! `/health`, `/openapi.json` and time-limited code download links (`/nubis/code/...`).
+//! `/health`, `/openapi.json`, time-limited code download links (`/nubis/code/...`) and HTTP
+//! triggers (`/http/...`, `/http-intranet/...`: `crate::triggers::http`, their own auth).
 //!
 //! Layers, outermost first: request id (every response carries `x-fc-request-id`, every error
 //! body its `RequestId`) → signature check (FC routes only) → handler. The OpenAPI document
@@ -244,6 +245,8 @@ pub fn router(state: AppState) -> Router {
             }),
         )
         .route("/nubis/code/{name}", get(code::download))
+        // HTTP triggers: outside the signature layer (a trigger checks its own auth).
+        .merge(crate::triggers::http::routes())
         .route("/metrics", get(metrics))
         .fallback(path_not_supported)
         .method_not_allowed_fallback(path_not_supported)

@@ -15,6 +15,7 @@ mod aliases;
 mod async_tasks;
 mod auth;
 mod functions;
+mod http_triggers;
 mod invoke;
 mod lifecycle;
 mod log_queries;
