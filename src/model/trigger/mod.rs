@@ -95,6 +95,11 @@ pub(crate) fn from_config_str<T: serde::de::DeserializeOwned>(config: &str) -> R
         return Err(ValidationError::new("triggerConfig", "is required (a JSON object, sent as a string)"));
     }
     let not_json = |e: serde_json::Error| ValidationError::new("triggerConfig", format!("is not valid JSON: {e}"));
+    // serde reads a struct from an array too; FC's configs are objects.
+    if !config.trim_start().starts_with('{') {
+        serde_json::from_str::<serde::de::IgnoredAny>(config).map_err(not_json)?;
+        return Err(ValidationError::new("triggerConfig", "must be a JSON object (sent as a string)"));
+    }
     let mut de = serde_json::Deserializer::from_str(config);
     let parsed: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();

@@ -95,6 +95,7 @@ fn invalid_configs_name_the_field() {
         ("http", "".into(), "triggerConfig"),
         ("http", "{".into(), "triggerConfig"),
         ("http", "[]".into(), "triggerConfig"),
+        ("http", "\"x\"".into(), "triggerConfig"),
         ("http", "{} x".into(), "triggerConfig"),
         ("http", r#"{"methods":[]}"#.into(), "triggerConfig.methods"),
         ("http", r#"{"methods":["FETCH"]}"#.into(), "triggerConfig.methods"),
@@ -125,6 +126,7 @@ fn invalid_configs_name_the_field() {
         ("eventbridge", with(&k, "/runOptions/errorsTolerance", json!("SOME")), "runOptions.errorsTolerance"),
         ("eventbridge", with(&k, "/runOptions/mode", json!("event-driven")), "runOptions.mode"),
     ];
+    assert_eq!(TriggerConfig::parse(TriggerType::Http, "[]").unwrap_err().field, "triggerConfig");
     for (ty, cfg, field) in cases {
         let err = TriggerConfig::parse(TriggerType::parse(ty).unwrap(), &cfg).expect_err(&cfg);
         assert!(err.field.contains(field), "{ty} {cfg}: expected the field {field}, got {err}");
