@@ -14,6 +14,7 @@
 //! - [`cluster`]: membership in etcd: agents register under leases, controllers mirror the live
 //!   nodes into the resource manager.
 //! - [`model`]: domain types, validated at the edge; no I/O.
+//! - [`triggers`]: what runs triggers: HTTP triggers served on the API listener.
 //! - [`store`]: all SQL (function metadata, access keys, async tasks): SQLite by default,
 //!   PostgreSQL or MySQL/MariaDB when controllers share a database.
 //! - [`queue`]: the async invocation queue seam ([`queue::Queue`]); embedded in SQLite for now.
@@ -40,3 +41,4 @@ pub mod scheduler;
 pub mod server;
 pub mod store;
 pub mod telemetry;
+pub mod triggers;

@@ -276,6 +276,8 @@ impl Server {
         let addr = self.local_addr();
         let app = api::router(self.state.clone());
         let stop_http = CancellationToken::new();
+        // With the peer's address: HTTP triggers tell it to functions (`sourceIp`).
+        let app = app.into_make_service_with_connect_info::<SocketAddr>();
         let serve = axum::serve(self.listener, app).with_graceful_shutdown(stop_http.clone().cancelled_owned());
         let mut serve = tokio::spawn(serve.into_future());
         tracing::info!(%addr, "listening");

@@ -394,8 +394,21 @@ impl DockerNode {
         body: Bytes,
         timeout: Duration,
     ) -> Result<Result<InvokeResponse, hyper_util::client::legacy::Error>, tokio::time::error::Elapsed> {
+        self.send(addr, Method::POST, path, headers, body, timeout).await
+    }
+
+    /// One request into an instance; `path` is origin-form (path and query).
+    async fn send(
+        &self,
+        addr: SocketAddr,
+        method: Method,
+        path: &str,
+        headers: HeaderMap,
+        body: Bytes,
+        timeout: Duration,
+    ) -> Result<Result<InvokeResponse, hyper_util::client::legacy::Error>, tokio::time::error::Elapsed> {
         let mut req = Request::builder()
-            .method(Method::POST)
+            .method(method)
             .uri(format!("http://{addr}{path}"))
             .body(Full::new(body))
             .expect("valid request");
@@ -749,10 +762,21 @@ impl Node for DockerNode {
         let mut headers = running.base_headers.clone();
         headers.extend(req.headers);
         headers.insert("x-fc-request-id", HeaderValue::from_str(&req.request_id).expect("ascii id"));
-        headers.insert("x-fc-control-path", HeaderValue::from_static("/invoke"));
-        headers.insert("content-type", HeaderValue::from_static("application/octet-stream"));
+        // An event is `POST /invoke`; an HTTP trigger's request keeps its method, path and
+        // content type (FC's control path for it is /http-invoke).
+        let (method, path) = match req.http {
+            None => {
+                headers.insert("x-fc-control-path", HeaderValue::from_static("/invoke"));
+                headers.insert("content-type", HeaderValue::from_static("application/octet-stream"));
+                (Method::POST, "/invoke".to_string())
+            }
+            Some(h) => {
+                headers.insert("x-fc-control-path", HeaderValue::from_static("/http-invoke"));
+                (h.method, h.path_and_query)
+            }
+        };
         let waiter = running.capture.begin(&req.request_id, req.want_logs);
-        match self.post(instance.addr, "/invoke", headers, req.body, req.timeout).await {
+        match self.send(instance.addr, method, &path, headers, req.body, req.timeout).await {
             Ok(Ok(mut resp)) => {
                 resp.logs = running.capture.end(&req.request_id, waiter).await;
                 Ok(resp)

@@ -91,6 +91,19 @@ pub struct InvokeRequest {
     pub timeout: Duration,
     /// Wait for this invocation's log lines and return them.
     pub want_logs: bool,
+    /// None: an event, sent as `POST /invoke`. Some: an HTTP trigger's request for a custom
+    /// runtime or container, sent with its own method and path (`headers` are then the
+    /// caller's, content type included).
+    pub http: Option<HttpPassthrough>,
+}
+
+/// The request line of an HTTP trigger's request passed through to the instance's server
+/// unchanged (FC's "web function" contract, fc-triggers.md §1.5).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpPassthrough {
+    pub method: axum::http::Method,
+    /// Origin-form: the path after the trigger's URL prefix (`/` at least), then `?query`.
+    pub path_and_query: String,
 }
 
 #[derive(Debug, Serialize, Deserialize)]

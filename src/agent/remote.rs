@@ -109,6 +109,12 @@ impl Node for RemoteNode {
         if req.want_logs {
             headers.insert(wire::WANT_LOGS, HeaderValue::from_static("1"));
         }
+        if let Some(h) = &req.http {
+            headers.insert(wire::HTTP_METHOD, HeaderValue::from_str(h.method.as_str()).expect("a method is a token"));
+            let path = HeaderValue::from_str(&h.path_and_query)
+                .map_err(|_| AgentError::Internal(format!("path not sendable as a header: {}", h.path_and_query)))?;
+            headers.insert(wire::HTTP_PATH, path);
+        }
         let resp = self
             .http
             .post(format!("{}/instances/{}/invoke", self.base, instance.instance_id))

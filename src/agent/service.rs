@@ -150,9 +150,18 @@ async fn invoke(State(s): State<AgentService>, Path(id): Path<String>, headers: 
     let Ok(timeout_ms) = timeout_ms.parse::<u64>() else {
         return error(StatusCode::BAD_REQUEST, AgentError::Internal("bad timeout".into()));
     };
+    let http = match (header(&headers, wire::HTTP_METHOD), header(&headers, wire::HTTP_PATH)) {
+        (None, None) => None,
+        (Some(m), Some(p)) if p.starts_with('/') => match axum::http::Method::from_bytes(m.as_bytes()) {
+            Ok(method) => Some(crate::agent::HttpPassthrough { method, path_and_query: p.to_string() }),
+            Err(_) => return error(StatusCode::BAD_REQUEST, AgentError::Internal(format!("bad method {m}"))),
+        },
+        _ => return error(StatusCode::BAD_REQUEST, AgentError::Internal("HTTP method without path, or path not absolute".into())),
+    };
     let req = InvokeRequest {
         request_id: request_id.to_string(),
         body,
+        http,
         want_logs: header(&headers, wire::WANT_LOGS) == Some("1"),
         headers: wire::relayable(&headers).into_iter().filter_map(|(n, v)| Some((n?, v))).filter(|(n, _)| n != "authorization").collect(),
         timeout: Duration::from_millis(timeout_ms),

@@ -187,6 +187,20 @@ pub fn canonical_request(
     signed_headers: &[String],
     body_sha256_hex: &str,
 ) -> String {
+    canonical_request_with_query(method, raw_path, &canonical_query(raw_query), headers, signed_headers, body_sha256_hex)
+}
+
+/// [`canonical_request`] with the canonical query already built: HTTP triggers canonicalise
+/// the query as openapi-util does for them (keys not encoded), see `crate::triggers::http`.
+/// `payload` is the last line: the body hash, or empty.
+pub fn canonical_request_with_query(
+    method: &Method,
+    raw_path: &str,
+    canonical_query: &str,
+    headers: &HeaderMap,
+    signed_headers: &[String],
+    payload: &str,
+) -> String {
     let mut names: Vec<String> = signed_headers
         .iter()
         .map(|h| h.to_ascii_lowercase())
@@ -194,12 +208,7 @@ pub fn canonical_request(
     names.sort();
     names.dedup();
     let path = if raw_path.is_empty() { "/" } else { raw_path };
-    let mut out = format!(
-        "{}\n{}\n{}\n",
-        method.as_str(),
-        path,
-        canonical_query(raw_query)
-    );
+    let mut out = format!("{}\n{}\n{}\n", method.as_str(), path, canonical_query);
     for name in &names {
         let mut values: Vec<String> = headers
             .get_all(name.as_str())
@@ -212,7 +221,7 @@ pub fn canonical_request(
     out.push('\n');
     out.push_str(&names.join(";"));
     out.push('\n');
-    out.push_str(body_sha256_hex);
+    out.push_str(payload);
     out
 }
 
@@ -230,6 +239,17 @@ fn mac(secret: &str, string_to_sign: &str) -> Hmac<Sha256> {
 /// Lower-case hex HMAC-SHA256 of `string_to_sign` keyed with the access key secret.
 pub fn signature(secret: &str, string_to_sign: &str) -> String {
     hex::encode(mac(secret, string_to_sign).finalize().into_bytes())
+}
+
+/// Whether `signature_hex` is the signature of `string_to_sign` with `secret`, compared in
+/// constant time.
+pub fn signature_matches(secret: &str, string_to_sign: &str, signature_hex: &str) -> bool {
+    hex::decode(signature_hex).is_ok_and(|provided| mac(secret, string_to_sign).verify_slice(&provided).is_ok())
+}
+
+/// Header value as text, as the signer saw it (see [`header_text`]).
+pub fn header_value_text(v: &HeaderValue) -> String {
+    header_text(v)
 }
 
 pub fn sha256_hex(bytes: &[u8]) -> String {

@@ -15,6 +15,8 @@ use crate::logstore::LogStoreError;
 use crate::model::ValidationError;
 use crate::scheduler::AcquireError;
 use crate::store::StoreError;
+use crate::triggers::http::HttpTriggerError;
+use crate::triggers::http::auth::TriggerAuthError;
 
 tokio::task_local! {
     /// The request id of the request being served; set by the request-id layer.
@@ -32,6 +34,8 @@ pub struct ApiError {
     pub message: String,
     /// Seconds; only on throttling (the SDKs turn it into a ThrottlingException).
     pub retry_after: Option<u64>,
+    /// The `Allow` header of a 405 (an HTTP trigger's methods).
+    pub allow: Option<String>,
 }
 
 /// The FC error document.
@@ -47,7 +51,7 @@ pub struct ErrorBody {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into(), retry_after: None }
+        Self { status, code, message: message.into(), retry_after: None, allow: None }
     }
     pub fn invalid(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "InvalidArgument", message)
@@ -92,6 +96,9 @@ impl IntoResponse for ApiError {
         let mut resp = (self.status, Json(body)).into_response();
         if let Some(s) = self.retry_after {
             resp.headers_mut().insert("x-acs-retry-after", HeaderValue::from(s));
+        }
+        if let Some(v) = self.allow.and_then(|a| HeaderValue::from_str(&a).ok()) {
+            resp.headers_mut().insert("allow", v);
         }
         resp
     }
@@ -195,6 +202,33 @@ impl From<AcquireError> for ApiError {
                 A::NotDelivered(e) => Self::unavailable("node agent", e),
                 a => Self::internal(a),
             },
+        }
+    }
+}
+
+impl From<HttpTriggerError> for ApiError {
+    fn from(e: HttpTriggerError) -> Self {
+        use HttpTriggerError as H;
+        use TriggerAuthError as A;
+        let msg = e.to_string();
+        match e {
+            H::NoTrigger { .. } => Self::new(StatusCode::NOT_FOUND, "TriggerNotFound", msg),
+            H::InternetDisabled | H::OriginNotAllowed(_) => Self::new(StatusCode::FORBIDDEN, "AccessDenied", msg),
+            H::MethodNotAllowed { allowed, .. } => {
+                let mut err = Self::new(StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed", msg);
+                err.allow = Some(allowed.join(", "));
+                err
+            }
+            H::ReservedHeader(_) | H::PathTooLong => Self::invalid(msg),
+            H::BadResponse(_) => Self::new(StatusCode::BAD_GATEWAY, "BadResponse", msg),
+            // The API's signing errors, in the words FC uses for triggers.
+            H::Auth(A::Missing) => Self::new(StatusCode::BAD_REQUEST, "MissingRequiredHeader", msg),
+            H::Auth(A::BadDate(_)) => Self::new(StatusCode::BAD_REQUEST, "InvalidTimeStamp.Format", msg),
+            H::Auth(A::Skewed { .. }) => Self::new(StatusCode::FORBIDDEN, "RequestTimeTooSkewed", msg),
+            H::Auth(A::UnknownKey(_)) => Self::new(StatusCode::FORBIDDEN, "InvalidAccessKeyID", msg),
+            H::Auth(A::Malformed | A::DateNotSigned | A::SignedHeaderAbsent(_) | A::BodyHashMismatch | A::Mismatch) => {
+                Self::new(StatusCode::FORBIDDEN, "SignatureNotMatch", msg)
+            }
         }
     }
 }

@@ -304,9 +304,11 @@ pub async fn update_function(
 
 #[utoipa::path(delete, path = "/2023-03-30/functions/{functionName}", tag = "functions",
     params(("functionName" = String, Path)),
-    responses((status = 204), (status = 404, body = ErrorBody)))]
+    responses((status = 204), (status = 404, body = ErrorBody),
+              (status = 412, body = ErrorBody, description = "FunctionNotEmpty: the function still has triggers")))]
 pub async fn delete_function(State(st): State<AppState>, Path(name): Path<String>) -> Result<Response, ApiError> {
     let f = load(&st, &name).await?;
+    super::triggers::refuse_if_triggered(&st, &name).await?;
     // Its versions and aliases go in the same transaction.
     let Some(version_codes) = st.store.delete_function(&name).await? else {
         return Err(ApiError::function_not_found(&name));
@@ -350,12 +352,7 @@ pub async fn get_function_code(
             format!("function '{name}' runs a container image and has no code package"),
         ));
     }
-    let base = if st.cfg.server.public_url.is_empty() {
-        let host = headers.get("host").and_then(|h| h.to_str().ok()).unwrap_or("127.0.0.1");
-        format!("http://{host}")
-    } else {
-        st.cfg.server.public_url.trim_end_matches('/').to_string()
-    };
+    let base = super::public_base_url(&st, &headers);
     let expires = chrono::Utc::now().timestamp() + st.cfg.auth.code_url_ttl().as_secs() as i64;
     let sig = hex::encode(code_link_mac(&st.code_url_key, &name, &f.code_checksum, expires).finalize().into_bytes());
     Ok(Json(OutputFuncCode {

@@ -1,5 +1,6 @@
 //! API controller: the FC 3.0 REST surface (`/2023-03-30/...`, signed), plus unsigned
-//! `/health`, `/openapi.json` and time-limited code download links (`/nubis/code/...`).
+//! `/health`, `/openapi.json`, time-limited code download links (`/nubis/code/...`) and HTTP
+//! triggers (`/http/...`, `/http-intranet/...`: `crate::triggers::http`, their own auth).
 //!
 //! Layers, outermost first: request id (every response carries `x-fc-request-id`, every error
 //! body its `RequestId`) → signature check (FC routes only) → handler. The OpenAPI document
@@ -19,6 +20,7 @@ pub mod nodes;
 pub mod paging;
 pub mod provision;
 pub mod qualifier;
+pub mod triggers;
 pub mod versions;
 
 use std::collections::HashMap;
@@ -39,6 +41,7 @@ use utoipa_axum::routes;
 use crate::codestore::CodeStore;
 use crate::config::Config;
 use crate::model::FunctionRecord;
+use crate::model::trigger::TriggerRecord;
 use crate::model::version::AliasRecord;
 use crate::logstore::{LogSearch, LogStore};
 use crate::metrics::Metrics;
@@ -88,13 +91,15 @@ pub struct FunctionCache {
     map: RwLock<HashMap<String, Cached<FunctionRecord>>>,
     /// By (function, alias).
     aliases: RwLock<HashMap<(String, String), Cached<AliasRecord>>>,
+    /// Triggers by (function, trigger name), for the HTTP trigger path.
+    triggers: RwLock<HashMap<(String, String), Cached<TriggerRecord>>>,
     ttl: Option<std::time::Duration>,
 }
 
 impl FunctionCache {
     /// Entries expire after `ttl` (cluster mode); without one they live until invalidated.
     pub fn with_ttl(ttl: Option<std::time::Duration>) -> Self {
-        Self { map: RwLock::default(), aliases: RwLock::default(), ttl }
+        Self { map: RwLock::default(), aliases: RwLock::default(), triggers: RwLock::default(), ttl }
     }
     fn fresh(&self, at: std::time::Instant) -> bool {
         self.ttl.is_none_or(|ttl| at.elapsed() < ttl)
@@ -133,6 +138,7 @@ impl FunctionCache {
     pub fn invalidate_function(&self, name: &str) {
         self.map.write().expect("cache lock").retain(|_, (f, _)| f.name.as_str() != name);
         self.aliases.write().expect("cache lock").retain(|(f, _), _| f != name);
+        self.triggers.write().expect("cache lock").retain(|(f, _), _| f != name);
     }
     pub fn get_alias(&self, name: &str, alias: &str) -> Option<Arc<AliasRecord>> {
         let map = self.aliases.read().expect("cache lock");
@@ -145,6 +151,18 @@ impl FunctionCache {
     }
     pub fn invalidate_alias(&self, name: &str, alias: &str) {
         self.aliases.write().expect("cache lock").remove(&(name.to_string(), alias.to_string()));
+    }
+    pub fn get_trigger(&self, name: &str, trigger: &str) -> Option<Arc<TriggerRecord>> {
+        let map = self.triggers.read().expect("cache lock");
+        let (t, at) = map.get(&(name.to_string(), trigger.to_string()))?;
+        self.fresh(*at).then(|| t.clone())
+    }
+    pub fn put_trigger(&self, t: Arc<TriggerRecord>) {
+        let key = (t.function_name.clone(), t.trigger_name.clone());
+        self.triggers.write().expect("cache lock").insert(key, (t, std::time::Instant::now()));
+    }
+    pub fn invalidate_trigger(&self, name: &str, trigger: &str) {
+        self.triggers.write().expect("cache lock").remove(&(name.to_string(), trigger.to_string()));
     }
 }
 
@@ -171,6 +189,8 @@ fn fc_routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
         .routes(routes!(versions::delete_function_version))
         .routes(routes!(aliases::create_alias, aliases::list_aliases))
         .routes(routes!(aliases::get_alias, aliases::update_alias, aliases::delete_alias))
+        .routes(routes!(triggers::create_trigger, triggers::list_triggers))
+        .routes(routes!(triggers::get_trigger, triggers::update_trigger, triggers::delete_trigger))
         .routes(routes!(
             async_invoke::put_async_invoke_config,
             async_invoke::get_async_invoke_config,
@@ -225,6 +245,8 @@ pub fn router(state: AppState) -> Router {
             }),
         )
         .route("/nubis/code/{name}", get(code::download))
+        // HTTP triggers: outside the signature layer (a trigger checks its own auth).
+        .merge(crate::triggers::http::routes())
         .route("/metrics", get(metrics))
         .fallback(path_not_supported)
         .method_not_allowed_fallback(path_not_supported)
@@ -314,6 +336,17 @@ async fn authenticate(State(state): State<AppState>, req: Request, next: Next) -
     };
     auth::verify(&rp, |_| secret, chrono::Utc::now(), state.cfg.auth.max_clock_skew())?;
     Ok(next.run(Request::from_parts(parts, Body::from(bytes))).await)
+}
+
+/// The base URL clients reach this server at: `server.public_url`, else `http://` and the
+/// request's Host header (what the client used, so links work from where it stands).
+pub fn public_base_url(st: &AppState, headers: &axum::http::HeaderMap) -> String {
+    if st.cfg.server.public_url.is_empty() {
+        let host = headers.get("host").and_then(|h| h.to_str().ok()).unwrap_or("127.0.0.1");
+        format!("http://{host}")
+    } else {
+        st.cfg.server.public_url.trim_end_matches('/').to_string()
+    }
 }
 
 /// For handlers that answer "done" with no content (FC deletes).

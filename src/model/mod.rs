@@ -4,6 +4,7 @@ pub mod async_task;
 pub mod function;
 pub mod runtime;
 pub mod scaling;
+pub mod trigger;
 pub mod version;
 
 use serde::Serialize;

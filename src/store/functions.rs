@@ -1,5 +1,5 @@
 //! Function rows: create, optimistic update, read, list by prefix, delete (with the function's
-//! versions, aliases and provision configs), the code references that decide when a package
+//! versions, aliases, provision configs and triggers), the code references that decide when a package
 //! is unused, and the function's controls (reserved concurrency, the invocation switch).
 //!
 //! The controls are columns of the row that only their own setters write: inserting a function
@@ -125,7 +125,7 @@ impl Store {
         rows.into_iter().map(FunctionRow::into_record).collect()
     }
 
-    /// Delete a function with its versions, aliases and provision configs, in one transaction. None if there was
+    /// Delete a function with its versions, aliases, provision configs and triggers, in one transaction. None if there was
     /// no such function, else the code packages its versions used (they may now be unused).
     pub async fn delete_function(&self, name: &str) -> Result<Option<Vec<String>>, StoreError> {
         on_db!(self, |pool, e| {
@@ -141,6 +141,10 @@ impl Store {
             .fetch_all(&mut *tx)
             .await?;
             sqlx::query(sql!("DELETE FROM provision_configs WHERE function_name = ?").of(e)).bind(name).execute(&mut *tx).await?;
+            // DeleteFunction refuses while the function has triggers (FunctionNotEmpty); a
+            // trigger created after that check, before this lock, goes with its function
+            // rather than outlive it.
+            sqlx::query(sql!("DELETE FROM triggers WHERE function_name = ?").of(e)).bind(name).execute(&mut *tx).await?;
             sqlx::query(sql!("DELETE FROM function_aliases WHERE function_name = ?").of(e)).bind(name).execute(&mut *tx).await?;
             sqlx::query(sql!("DELETE FROM function_versions WHERE function_name = ?").of(e)).bind(name).execute(&mut *tx).await?;
             sqlx::query(sql!("DELETE FROM functions WHERE name = ?").of(e)).bind(name).execute(&mut *tx).await?;

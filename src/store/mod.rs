@@ -3,8 +3,9 @@
 //! What is persisted: function metadata (config, code checksum, revision, and its controls:
 //! reserved concurrency, the invocation switch) and sealed access keys; published versions
 //! (frozen config and code checksum) and aliases (`versions.rs`, `aliases.rs`); provision
-//! configs (`scaling.rs`: the instances to keep, not the instances); async invoke configs and
-//! task records (`async_tasks`); with SQLite, also the embedded queue's messages
+//! configs (`scaling.rs`: the instances to keep, not the instances); triggers (`triggers.rs`:
+//! their configs verbatim, not the engines' state); async invoke configs and task records
+//! (`async_tasks`); with SQLite, also the embedded queue's messages
 //! (`crate::queue::embedded`, same database).
 //! What is not: instances, slots, log capture state; they are rebuilt from the agents at start
 //! (and, on one node, simply started afresh after orphans are removed).
@@ -37,10 +38,12 @@ mod errors;
 mod functions;
 mod scaling;
 pub(crate) mod sql;
+mod triggers;
 mod versions;
 
 pub use aliases::{AliasWrite, DeleteAlias};
 pub use scaling::ProvisionWrite;
+pub use triggers::TriggerWrite;
 pub use async_tasks::{TaskChange, TaskQuery};
 pub use versions::{DeleteVersion, Publish, Resolution};
 pub use errors::StoreError;

@@ -592,7 +592,7 @@ async fn oversized_bodies_are_entity_too_large() {
 async fn unknown_routes_are_path_not_supported() {
     let app = spawn_app().await;
     for (method, path) in
-        [("GET", "/2023-03-30/layers"), ("GET", "/nope"), ("PATCH", "/2023-03-30/functions"), ("POST", "/2023-03-30/functions/x/triggers")]
+        [("GET", "/2023-03-30/layers"), ("GET", "/nope"), ("PATCH", "/2023-03-30/functions"), ("POST", "/2023-03-30/functions/x/sessions")]
     {
         let r = app.request(method, path, "", &[], vec![]).await;
         let msg = r.assert_error(400, "PathNotSupported");

@@ -18,6 +18,7 @@ mod failover;
 mod ha;
 mod logs;
 mod membership;
+mod triggers;
 
 use std::process::Stdio;
 use std::time::{Duration, Instant};

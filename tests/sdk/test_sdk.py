@@ -16,6 +16,8 @@ import re
 import sys
 import time
 import traceback
+import urllib.error
+import urllib.parse
 import urllib.request
 import uuid
 import zipfile
@@ -23,6 +25,7 @@ import zipfile
 from alibabacloud_fc20230330 import models as fc_models
 from alibabacloud_fc20230330.client import Client
 from alibabacloud_tea_openapi.models import Config
+from alibabacloud_tea_openapi.utils import Utils as OpenApiUtils
 from darabonba.runtime import RuntimeOptions
 from Tea.exceptions import TeaException
 
@@ -45,6 +48,8 @@ ALL_FUNCTIONS = [FN_ECHO, FN_RAISE, FN_OTHER]
 FN_BAD_MEMORY = PREFIX + "d_badmem"  # must never be created
 FN_VER = PREFIX + "e_versions"   # versions and aliases: answers "<tag>:<event>"
 FN_SCALE = PREFIX + "f_scaling"  # provision and concurrency configs, the invocation switch
+FN_TRIG = PREFIX + "g_triggers"  # trigger resources
+FN_WEB = PREFIX + "h_web"        # an HTTP trigger with authType function
 
 PRINT_MARKER = f"nubis-sdk-e2e-print-{RUN_ID}"
 RAISE_MARKER = f"nubis-sdk-e2e-boom-{RUN_ID}"
@@ -827,6 +832,94 @@ def test_disable_enable_invocation():
     CLIENT.delete_function(FN_SCALE)
 
 
+# ----------------------------------------------------------------------------- triggers
+
+def test_trigger_crud():
+    create_function(FN_TRIG, ZIP_V1)
+    # A config with odd spacing: FC's SDK and tools read back exactly the string they sent.
+    http_cfg = '{"authType": "anonymous",  "methods": ["GET", "POST"]}'
+    t = CLIENT.create_trigger(FN_TRIG, fc_models.CreateTriggerRequest(body=fc_models.CreateTriggerInput(
+        trigger_name="web", trigger_type="http", trigger_config=http_cfg, description="web"))).body
+    assert (t.trigger_name, t.trigger_type, t.trigger_config, t.qualifier, t.status) == \
+        ("web", "http", http_cfg, "LATEST", "Success"), t.to_map()
+    assert t.target_arn.endswith(f":functions/{FN_TRIG}") and t.trigger_id, t.to_map()
+    assert t.http_trigger.url_internet.endswith(f"/http/{FN_TRIG}/web"), t.to_map()
+    assert t.http_trigger.url_intranet.endswith(f"/http-intranet/{FN_TRIG}/web"), t.to_map()
+    timer_cfg = '{"cronExpression":"@every 1m","payload":"{\\"a\\":1}","enable":false}'
+    CLIENT.create_trigger(FN_TRIG, fc_models.CreateTriggerRequest(body=fc_models.CreateTriggerInput(
+        trigger_name="tick", trigger_type="timer", trigger_config=timer_cfg, qualifier="LATEST")))
+    expect_error(lambda: CLIENT.create_trigger(FN_TRIG, fc_models.CreateTriggerRequest(body=fc_models.CreateTriggerInput(
+        trigger_name="web", trigger_type="http", trigger_config=http_cfg))), "TriggerAlreadyExists", 409)
+    e = expect_error(lambda: CLIENT.create_trigger(FN_TRIG, fc_models.CreateTriggerRequest(body=fc_models.CreateTriggerInput(
+        trigger_name="bucket", trigger_type="oss", trigger_config="{}"))), "InvalidArgument", 400)
+    assert "not supported by Nubis" in e.message, e.message
+    got = CLIENT.get_trigger(FN_TRIG, "tick").body
+    assert (got.trigger_config, got.trigger_type) == (timer_cfg, "timer"), got.to_map()
+    out = CLIENT.list_triggers(FN_TRIG, fc_models.ListTriggersRequest(limit=1)).body
+    assert [x.trigger_name for x in out.triggers] == ["tick"] and out.next_token, out.to_map()
+    out = CLIENT.list_triggers(FN_TRIG, fc_models.ListTriggersRequest(limit=1, next_token=out.next_token)).body
+    assert [x.trigger_name for x in out.triggers] == ["web"] and not out.next_token, out.to_map()
+    new_cfg = '{"authType":"function","methods":["PUT"]}'
+    u = CLIENT.update_trigger(FN_TRIG, "web", fc_models.UpdateTriggerRequest(body=fc_models.UpdateTriggerInput(
+        trigger_config=new_cfg, description="updated"))).body
+    assert (u.trigger_config, u.description, u.trigger_id) == (new_cfg, "updated", t.trigger_id), u.to_map()
+    expect_error(lambda: CLIENT.delete_function(FN_TRIG), "FunctionNotEmpty", 412)
+    CLIENT.delete_trigger(FN_TRIG, "web")
+    CLIENT.delete_trigger(FN_TRIG, "tick")
+    expect_error(lambda: CLIENT.get_trigger(FN_TRIG, "web"), "TriggerNotFound", 404)
+    CLIENT.delete_function(FN_TRIG)
+
+
+CODE_WEB = """import json
+
+def handler(event, context):
+    e = json.loads(event)
+    return {"statusCode": 200, "headers": {"Content-Type": "application/json"},
+            "body": json.dumps({"path": e["rawPath"], "q": e["queryParameters"], "body": e["body"]})}
+"""
+
+
+def http_call(url, method, body=b"", headers=None):
+    """(status, headers, body) of a plain HTTP call; errors are answers too."""
+    req = urllib.request.Request(url, data=body or None, method=method, headers=headers or {})
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(req, timeout=60) as r:
+            return r.status, {k.lower(): v for k, v in r.headers.items()}, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, {k.lower(): v for k, v in e.headers.items()}, e.read()
+
+
+def test_http_trigger_signed_with_openapi_util():
+    """authType=function, signed the way FC's samples sign trigger calls: openapi-util's
+    get_authorization over {method, pathname, headers, query} with an empty payload."""
+    create_function(FN_WEB, make_zip({"index.py": CODE_WEB}))
+    t = CLIENT.create_trigger(FN_WEB, fc_models.CreateTriggerRequest(body=fc_models.CreateTriggerInput(
+        trigger_name="web", trigger_type="http",
+        trigger_config=json.dumps({"authType": "function", "methods": ["GET", "POST"]})))).body
+    base = t.http_trigger.url_internet
+    url = urllib.parse.urlparse(base + "/items/1")
+    query = {"a b": "c d", "n": "1"}
+    headers = {"x-acs-date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "x-acs-security-token": ""}
+    req = type("Req", (), {"method": "POST", "pathname": url.path.replace("$", "%24"), "headers": headers, "query": query})()
+    headers["Authorization"] = OpenApiUtils.get_authorization(req, "ACS3-HMAC-SHA256", "", AK, SK)
+    full = base + "/items/1?" + urllib.parse.urlencode(query)
+    status, _, body = http_call(full, "POST", b"payload", headers)
+    assert status == 200, (status, body)
+    assert json.loads(body) == {"path": "/items/1", "q": {"a b": "c d", "n": "1"}, "body": "payload"}, body
+    status, _, body = http_call(full, "POST", b"payload", {k: v for k, v in headers.items() if k != "Authorization"})
+    assert status == 400 and json.loads(body)["Code"] == "MissingRequiredHeader", (status, body)
+    bad = dict(headers, Authorization=OpenApiUtils.get_authorization(req, "ACS3-HMAC-SHA256", "", AK, SK + "x"))
+    status, _, body = http_call(full, "POST", b"payload", bad)
+    assert status == 403 and json.loads(body)["Code"] == "SignatureNotMatch", (status, body)
+    status, _, body = http_call(base, "PUT", b"", headers)
+    assert status == 405 and json.loads(body)["Code"] == "MethodNotAllowed", (status, body)
+    CLIENT.delete_trigger(FN_WEB, "web")
+    status, _, body = http_call(full, "POST", b"payload", headers)
+    assert status == 404 and json.loads(body)["Code"] == "TriggerNotFound", (status, body)
+    CLIENT.delete_function(FN_WEB)
+
+
 TESTS = [
     test_create_function,
     test_get_function,
@@ -848,6 +941,8 @@ TESTS = [
     test_provision_config,
     test_concurrency_config,
     test_disable_enable_invocation,
+    test_trigger_crud,
+    test_http_trigger_signed_with_openapi_util,
     test_async_create_functions,
     test_async_invoke_and_get_task,
     test_async_duplicate_task_id,
@@ -865,7 +960,12 @@ TESTS = [
 
 def cleanup():
     """Best effort: remove whatever this run created (not counted as a test)."""
-    for name in ALL_FUNCTIONS + [FN_BAD_MEMORY, FN_VER, FN_SCALE] + ASYNC_FUNCTIONS:
+    for name in ALL_FUNCTIONS + [FN_BAD_MEMORY, FN_VER, FN_SCALE, FN_TRIG, FN_WEB] + ASYNC_FUNCTIONS:
+        try:
+            for t in CLIENT.list_triggers(name, fc_models.ListTriggersRequest(limit=100)).body.triggers:
+                CLIENT.delete_trigger(name, t.trigger_name)
+        except Exception:
+            pass
         try:
             CLIENT.delete_function(name)
         except Exception:

@@ -17,6 +17,7 @@ mod migrate;
 mod outage;
 mod refusals;
 mod scaling;
+mod triggers;
 mod versions;
 
 /// One `#[tokio::test]` per (engine, body): `<engine>::<body>`.
@@ -61,6 +62,9 @@ conformance!(
     scaling::concurrency_configs_list_and_page,
     scaling::provision_configs_upsert_page_and_follow_aliases,
     scaling::alias_deletes_racing_provision_puts_leave_no_orphan,
+    triggers::triggers_crud_keep_the_config_verbatim,
+    triggers::one_http_trigger_per_qualifier,
+    triggers::triggers_page_and_scan_by_type,
     migrate::concurrent_opens_migrate_once,
     migrate::reopening_keeps_the_data,
 );

@@ -1,0 +1,6 @@
+//! What runs triggers. The trigger resources themselves (CRUD, validation, storage) are
+//! `crate::api::triggers`, `crate::model::trigger` and the store's `triggers.rs`.
+//!
+//! - [`http`]: HTTP triggers, served by the API's own listener under their own prefix.
+
+pub mod http;

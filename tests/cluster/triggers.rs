@@ -1,0 +1,39 @@
+//! An HTTP trigger of a custom container on a remote agent: the request's method and path
+//! travel controller → agent → instance (the agent protocol's `x-nubis-http-*` headers), and the
+//! instance's own answers come back unchanged.
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::{Cluster, echo_function, wait_for_nodes};
+
+#[tokio::test]
+async fn http_triggers_pass_requests_through_remote_agents() {
+    let cluster = Cluster::new();
+    let a = cluster.agent("a");
+    let app = cluster.controller().await;
+    wait_for_nodes(&app.api, &[&a.node_id], Duration::from_secs(30)).await;
+    assert_eq!(app.api.create_function(echo_function("web-remote")).await.status, 200);
+    let cfg = json!({"authType": "anonymous", "methods": ["GET", "POST", "PUT"]}).to_string();
+    let r = app
+        .api
+        .json_request("POST", "/2023-03-30/functions/web-remote/triggers", "", Some(json!({"triggerName": "web", "triggerType": "http", "triggerConfig": cfg})))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let url = r.json()["httpTrigger"]["urlInternet"].as_str().unwrap().to_string();
+    let http = reqwest::Client::new();
+
+    // The echo container answers GET on any path, POST only on /invoke, and no PUT at all.
+    let r = http.get(format!("{url}/any/path?x=1")).send().await.unwrap();
+    assert_eq!((r.status().as_u16(), r.text().await.unwrap()), (200, "ok\n".to_string()));
+    let r = http.post(format!("{url}/invoke")).body("hi there").send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let j: serde_json::Value = r.json().await.unwrap();
+    assert_eq!((&j["container"], &j["event"]), (&json!(true), &json!("hi there")), "{j}");
+    let r = http.post(format!("{url}/elsewhere")).body("x").send().await.unwrap();
+    assert_eq!(r.status(), 404, "the server's own 404, relayed");
+    let r = http.put(format!("{url}/invoke")).body("x").send().await.unwrap();
+    assert_eq!(r.status(), 501, "PUT reached the server as PUT");
+    app.shutdown().await.unwrap();
+}
