@@ -113,7 +113,7 @@ async fn an_every_second_timer_fires_each_tick_once_with_fcs_event_until_disable
         assert_eq!(t.raw["qualifier"], "LATEST");
         assert_eq!(t.raw["returnPayload"], expected.as_str());
     }
-    assert_each_ran_once(&tasks, "tick", &witnessed(&[app.node_id.clone()]).await);
+    assert_each_ran_once(&tasks, "tick", &witnessed(std::slice::from_ref(&app.node_id)).await);
     let m = firings(&app).await;
     assert_eq!(m.get(&("clock".into(), "fired".into())), Some(&(tasks.len() as u64)), "{m:?}");
     assert_eq!(m.get(&("clock".into(), "duplicate".into())), None, "{m:?}");
@@ -144,7 +144,7 @@ async fn an_updated_expression_takes_effect_at_once_and_delete_stops_the_timer()
     assert!(before.iter().all(|t| t.tick.timestamp() % 2 == 0 && t.event["payload"] == ""), "{:?}", secs(&tasks));
     assert!(after.iter().all(|t| t.tick.timestamp() % 3 == 0 && t.event["payload"] == "p"), "{:?}", secs(&tasks));
     assert!(tasks.iter().all(|t| t.tick.timestamp() <= deleted.timestamp() + 1), "fired after the delete: {:?}", secs(&tasks));
-    assert_each_ran_once(&tasks, "beat", &witnessed(&[app.node_id.clone()]).await);
+    assert_each_ran_once(&tasks, "beat", &witnessed(std::slice::from_ref(&app.node_id)).await);
     // The function can go now that its trigger has.
     assert_eq!(app.delete_function("cron").await.status, 204);
     app.shutdown().await.unwrap();
@@ -247,7 +247,7 @@ async fn a_tick_submitted_twice_runs_once() {
         let recovered = t.raw["events"][0]["eventDetail"].as_str().unwrap().starts_with("recovered from the queue");
         assert_eq!(recovered, i < 3, "tick {i}: {}", t.raw);
     }
-    assert_each_ran_once(&tasks, "tick", &witnessed(&[app.node_id.clone()]).await);
+    assert_each_ran_once(&tasks, "tick", &witnessed(std::slice::from_ref(&app.node_id)).await);
     let m = firings(&app).await;
     assert!(m.get(&("twice".into(), "duplicate".into())).copied().unwrap_or(0) >= 3, "{m:?}");
     app.shutdown().await.unwrap();
