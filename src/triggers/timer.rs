@@ -245,8 +245,12 @@ impl TimerEngine {
         if self.loaded.is_none_or(|l| l.elapsed() >= self.cfg.refresh()) {
             match self.store.list_timer_triggers().await {
                 Ok(rows) => self.load(rows),
-                // Keep firing what is known; the next step reads again.
-                Err(e) => tracing::warn!("reading timer triggers: {e}"),
+                Err(e) => {
+                    // Keep firing what is known; read again after the refresh interval (not at
+                    // once: a database that is down is not asked in a loop).
+                    tracing::warn!("reading timer triggers: {e}");
+                    self.loaded = Some(Instant::now());
+                }
             }
         }
         let mut report = StepReport::default();

@@ -108,11 +108,14 @@ async fn two_controllers_fire_each_tick_once_across_a_leader_kill() {
     assert!(problems.is_empty(), "{}", problems.join("\n"));
     let executions: usize = seen.iter().filter(|((name, _), _)| name == "tick").map(|(_, n)| n).sum();
     println!("cluster timer: {} ticks, {executions} executions", tasks.len());
-    // The survivor followed until the kill, so it fired nothing before: exactly the ticks after
-    // the gap, none of them refused as a duplicate; it skipped the gap's older ticks.
+    // The survivor fired every tick after the gap, and skipped the gap's older ticks. It
+    // followed until the kill, so it fired nothing before (unless a renewal delayed past the
+    // short test TTL moved the leadership for a while: then both counts grow together, and
+    // the witness above still shows each tick once).
     let m = firings(&survivor).await;
-    assert_eq!(m.get(&("clock".into(), "fired".into())).copied(), Some(after.len() as u64), "{m:?}");
-    assert_eq!(m.get(&("clock".into(), "duplicate".into())), None, "{m:?}");
-    assert!(m.get(&("clock".into(), "skipped".into())).copied().unwrap_or(0) >= gap.len() as u64, "{m:?} {gap:?}");
+    let count = |o: &str| m.get(&("clock".to_string(), o.to_string())).copied().unwrap_or(0);
+    println!("cluster timer: the survivor fired {}, skipped {}, found {} already fired", count("fired"), count("skipped"), count("duplicate"));
+    assert!(count("fired") >= after.len() as u64, "{m:?}");
+    assert!(count("skipped") >= gap.len() as u64, "{m:?} {gap:?}");
     drop(agent);
 }
