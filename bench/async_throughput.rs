@@ -643,7 +643,7 @@ async fn store_baseline(args: &Args) -> Result<Vec<StoreRow>> {
         let (rate, us) = measure(n, c, move |i| {
             let (store, queue) = (store.clone(), queue.clone());
             async move {
-                nubis::dispatcher::submit(&store, queue.as_ref(), FUNCTION, "LATEST", &id(i), "req", &event(i)).await?;
+                nubis::dispatcher::submit(&store, queue.as_ref(), FUNCTION, "LATEST", &id(i), "req", &event(i), nubis::dispatcher::Origin::Invoke).await?;
                 Ok(())
             }
         })

@@ -15,7 +15,9 @@ use serde::{Deserialize, Serialize};
 
 mod cluster;
 mod storage;
+mod timers;
 pub use cluster::ClusterConfig;
+pub use timers::TimersConfig;
 pub use storage::{CodeStoreConfig, DatabaseConfig, redact_url_password};
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
@@ -33,6 +35,7 @@ pub struct Config {
     pub logs: LogsConfig,
     pub opensearch: OpenSearchConfig,
     pub cluster: ClusterConfig,
+    pub timers: TimersConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

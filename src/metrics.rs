@@ -44,6 +44,10 @@ pub struct Metrics {
     pub warm_pool_cells: IntGauge,
     /// Starts of pool-eligible instances, by whether a cell was there (`hit`) or not (`miss`).
     pub warm_pool_handoffs: IntCounterVec,
+    /// Timer trigger ticks by function and outcome: `fired`, `duplicate` (fired before: refused
+    /// by its task id), `skipped` (missed, by the missed-tick policy), `failed` (queue or store
+    /// unavailable; tried again).
+    pub timer_firings: IntCounterVec,
 }
 
 /// Outcome label of one invocation.
@@ -134,6 +138,7 @@ impl Default for Metrics {
                 "Starts of instances a warm-pool cell can serve, by whether one was ready",
                 &["result"],
             ),
+            timer_firings: counter(&r, "nubis_timer_firings_total", "Timer trigger ticks by outcome", &["function", "outcome"]),
             invocations: counter(&r, "nubis_invocations_total", "Function invocations by outcome", &["function", "kind", "outcome"]),
             invocation_seconds: histogram(
                 &r,

@@ -4,9 +4,10 @@
 //! (local or S3) → log store (and its
 //! shipper to OpenSearch, if enabled) → Docker node
 //! (orphans of an earlier run removed) → resource manager + reaper → async queue + dispatcher
-//! → listener.
+//! → timer engine → listener.
 //! Stop (SIGTERM/SIGINT): stop accepting → drain in-flight requests (bounded by
-//! `server.shutdown_grace_secs`) → stop the dispatcher (unfinished messages back to the queue)
+//! `server.shutdown_grace_secs`) → stop the timer engine → stop the dispatcher (unfinished
+//! messages back to the queue)
 //! → stop every instance → stop background tasks (the log writer flushes) → close the DB.
 
 use std::future::Future;
@@ -31,6 +32,7 @@ use crate::logstore::{LogSearch, LogStore, shipper};
 use crate::metrics::Metrics;
 use crate::scheduler::{ResourceManager, spec::Platform};
 use crate::store::Store;
+use crate::triggers::timer::{TimerEngine, TimerWake};
 
 pub struct Server {
     listener: TcpListener,
@@ -41,6 +43,9 @@ pub struct Server {
     /// The dispatcher and its in-flight messages: stopped before the instances they use.
     dispatch: TaskTracker,
     stop_dispatch: CancellationToken,
+    /// The timer engine: stopped before the dispatcher (ticks fire while requests drain).
+    timers: TaskTracker,
+    stop_timers: CancellationToken,
     /// Cluster mode: the internal listener for the other controllers, and the election
     /// (cancelled first at shutdown: resigning lets a follower take over at once).
     internal: Option<(TcpListener, axum::Router)>,
@@ -243,6 +248,12 @@ impl Server {
             d.spawn(&dispatch, stop_dispatch.clone());
             tracing::info!(queue = %cfg.dispatcher.queue, "async dispatcher running");
         }
+        let (timers, stop_timers, timer_wake) = (TaskTracker::new(), CancellationToken::new(), TimerWake::default());
+        if cfg.timers.enabled {
+            // Idle unless this process places instances (leads, in a cluster).
+            TimerEngine::new(store.clone(), queue.clone(), rm.clone(), cfg.timers.clone(), metrics.clone(), timer_wake.clone())
+                .spawn(&timers, stop_timers.clone());
+        }
         let listener = TcpListener::bind(cfg.server.listen).await.with_context(|| format!("binding {}", cfg.server.listen))?;
         let code_url_key = keyring.derived_key("code-links");
         let state = AppState {
@@ -259,8 +270,9 @@ impl Server {
             code_url_key,
             code_gc: Arc::default(),
             etcd,
+            timers: timer_wake,
         };
-        Ok(Self { listener, state, tracker, cancel, dispatch, stop_dispatch, internal, stop_election })
+        Ok(Self { listener, state, tracker, cancel, dispatch, stop_dispatch, timers, stop_timers, internal, stop_election })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -300,6 +312,12 @@ impl Server {
         if tokio::time::timeout(grace, &mut serve).await.is_err() {
             tracing::warn!(?grace, "grace period over; stopping instances with requests still in flight");
             serve.abort();
+        }
+        // No more ticks; a step under way finishes its submits (bounded by the store's timeout).
+        self.stop_timers.cancel();
+        self.timers.close();
+        if tokio::time::timeout(grace, self.timers.wait()).await.is_err() {
+            tracing::warn!("the timer engine did not stop within the grace period");
         }
         // Unfinished async messages go back to the queue (at least once: they run again later).
         self.stop_dispatch.cancel();

@@ -42,7 +42,7 @@ pub async fn accept(st: &AppState, name: &str, qualifier: &str, headers: &Header
     // No read for duplicates first: the task row's key refuses them, and the message queued
     // before that is recognised as a ghost (another request id) and dropped by the dispatcher.
     let request_id = current_request_id();
-    match dispatcher::submit(&st.store, st.queue.as_ref(), name, qualifier, &task_id, &request_id, &body).await {
+    match dispatcher::submit(&st.store, st.queue.as_ref(), name, qualifier, &task_id, &request_id, &body, dispatcher::Origin::Invoke).await {
         Ok(()) => {}
         Err(DispatchError::Store(StoreError::AlreadyExists)) => return Err(task_exists(&task_id)),
         Err(e) => return Err(e.into()),

@@ -74,6 +74,8 @@ pub struct AppState {
     pub code_gc: Arc<tokio::sync::Mutex<()>>,
     /// The cluster's etcd (cordons), None on a single box.
     pub etcd: Option<(etcd_client::Client, crate::cluster::Keys)>,
+    /// Wakes the timer engine when a trigger is written through this process.
+    pub timers: crate::triggers::timer::TimerWake,
 }
 
 /// A cache entry and when it was stored.

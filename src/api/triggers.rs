@@ -21,7 +21,8 @@ use utoipa::{IntoParams, ToSchema};
 use super::error::{ApiError, ErrorBody};
 use super::functions::load;
 use super::{AppState, no_content, paging};
-use crate::model::trigger::{Trigger, TriggerInput, TriggerRecord};
+use crate::model::trigger::timer::TimerTriggerConfig;
+use crate::model::trigger::{Trigger, TriggerConfig, TriggerInput, TriggerRecord, TriggerType};
 use crate::store::TriggerWrite;
 
 /// CreateTriggerInput: `triggerName`, `triggerType`, `triggerConfig` (a JSON string) required;
@@ -81,6 +82,9 @@ fn written(st: &AppState, headers: &HeaderMap, name: &str, trigger: &str, w: Tri
         TriggerWrite::Done(t) => {
             // HTTP calls through this controller see the new config from now on.
             st.functions.invalidate_trigger(name, trigger);
+            if t.trigger_type == TriggerType::Timer {
+                st.timers.changed();
+            }
             Ok(Json(api(st, headers, &t)))
         }
         TriggerWrite::NoFunction => Err(ApiError::function_not_found(name)),
@@ -117,6 +121,9 @@ pub async fn create_trigger(
     body: Bytes,
 ) -> Result<Json<Trigger>, ApiError> {
     let t = parse_input(&body)?.into_new(&name, &crate::model::now_iso())?;
+    if let TriggerConfig::Timer(c) = t.config()? {
+        c.check_min_interval(st.cfg.timers.min_interval())?;
+    }
     let w = st.store.create_trigger(&t).await?;
     if matches!(w, TriggerWrite::Done(_)) {
         tracing::info!(function = %name, trigger = %t.trigger_name, r#type = %t.trigger_type, qualifier = %t.qualifier, "trigger created");
@@ -152,6 +159,13 @@ pub async fn update_trigger(
     body: Bytes,
 ) -> Result<Json<Trigger>, ApiError> {
     let input = parse_input(&body)?;
+    // The minimum interval is a setting, not part of the config's validation: checked here, on
+    // the new expression of a timer trigger.
+    if let Some(config) = &input.trigger_config
+        && st.store.get_trigger(&name, &trigger).await?.is_some_and(|t| t.trigger_type == TriggerType::Timer)
+    {
+        TimerTriggerConfig::parse(config)?.check_min_interval(st.cfg.timers.min_interval())?;
+    }
     let w = st.store.update_trigger(&name, &trigger, &input, &crate::model::now_iso()).await?;
     if matches!(w, TriggerWrite::Done(_)) {
         tracing::info!(function = %name, trigger = %trigger, "trigger updated");
@@ -189,6 +203,7 @@ pub async fn delete_trigger(State(st): State<AppState>, Path((name, trigger)): P
         return Err(trigger_not_found(&name, &trigger));
     }
     st.functions.invalidate_trigger(&name, &trigger);
+    st.timers.changed();
     tracing::info!(function = %name, trigger = %trigger, "trigger deleted");
     Ok(no_content())
 }

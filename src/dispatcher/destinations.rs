@@ -15,7 +15,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use serde_json::json;
 
-use super::{Dispatcher, submit};
+use super::{Dispatcher, Origin, submit};
 use crate::model::async_task::{AsyncConfig, AsyncTask, DestinationTarget, new_task_id};
 
 const HTTP_ATTEMPTS: u32 = 3;
@@ -79,7 +79,7 @@ pub async fn deliver(
             Ok(Some(_)) => {
                 let task_id = new_task_id();
                 let request_id = crate::model::new_request_id();
-                match submit(store, queue, &name, qualifier.as_deref().unwrap_or("LATEST"), &task_id, &request_id, &body).await {
+                match submit(store, queue, &name, qualifier.as_deref().unwrap_or("LATEST"), &task_id, &request_id, &body, Origin::Invoke).await {
                     Ok(()) => format!("Succeeded: queued as task {task_id} of function {name}"),
                     Err(e) => format!("Failed: queueing for function {name}: {e}"),
                 }

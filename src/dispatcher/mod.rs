@@ -60,6 +60,32 @@ pub struct AsyncMessage {
     /// base64
     pub payload: String,
     pub enqueued_ms: i64,
+    /// Who submitted it (absent in messages from before the field: an invoke).
+    #[serde(default, skip_serializing_if = "Origin::is_invoke")]
+    pub origin: Origin,
+}
+
+/// What submitted an async invocation.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Origin {
+    /// InvokeFunction with `x-fc-invocation-type: Async`, or a function destination.
+    #[default]
+    Invoke,
+    /// A timer trigger's tick. FC does not invoke async destinations for timer-triggered calls
+    /// (fc-triggers.md §2); retries and the event age still apply.
+    Timer,
+}
+
+impl Origin {
+    fn is_invoke(&self) -> bool {
+        *self == Origin::Invoke
+    }
+
+    /// Whether the async config's destinations apply to events of this origin.
+    pub fn has_destinations(self) -> bool {
+        self == Origin::Invoke
+    }
 }
 
 pub fn now_ms() -> i64 {
@@ -69,6 +95,11 @@ pub fn now_ms() -> i64 {
 /// Accept one async invocation: queue the message durably, then record the task (status
 /// Enqueued). Order matters: a crash between the two leaves a message without a task, which
 /// the dispatcher repairs; the reverse would leave a task nobody runs.
+///
+/// A task id the function already has is refused with `Store(AlreadyExists)` after the
+/// message was queued; that message is then a ghost (its request id is not the task's) and the
+/// dispatcher drops it. So submitting one task id twice, with distinct request ids, runs it
+/// once: the timer engine relies on this for its deterministic per-tick ids.
 pub async fn submit(
     store: &Store,
     queue: &dyn Queue,
@@ -77,6 +108,7 @@ pub async fn submit(
     task_id: &str,
     request_id: &str,
     payload: &[u8],
+    origin: Origin,
 ) -> Result<(), DispatchError> {
     let now = now_ms();
     let msg = AsyncMessage {
@@ -86,6 +118,7 @@ pub async fn submit(
         request_id: request_id.to_string(),
         payload: base64::engine::general_purpose::STANDARD.encode(payload),
         enqueued_ms: now,
+        origin,
     };
     let body = serde_json::to_vec(&msg).expect("message serializes");
     queue.enqueue(QueueMessage { key: function.to_string(), body }).await?;
@@ -301,10 +334,20 @@ impl Dispatcher {
                 let payload = decode(&msg.payload);
                 let t = new_task(msg, payload, "recovered from the queue: the task record was missing");
                 match s.store.insert_task(&t).await {
-                    Ok(()) | Err(StoreError::AlreadyExists) => {}
+                    Ok(()) => t,
+                    Err(StoreError::AlreadyExists) => match s.store.get_task(&msg.function_name, &msg.task_id).await? {
+                        // Another delivery of this very message recovered it first.
+                        Some(row) if row.request_id == msg.request_id => row,
+                        // Another message of the task id (two submits of one id that both
+                        // crashed before their row, e.g. two controllers firing one timer
+                        // tick) or its late submitter wrote the row: that row's message runs.
+                        _ => {
+                            s.queue.ack(d).await?;
+                            return Ok(HandleOutcome::Dropped);
+                        }
+                    },
                     Err(e) => return Err(e.into()),
                 }
-                t
             }
         };
         if task.status.is_final() {
@@ -316,7 +359,10 @@ impl Dispatcher {
             s.queue.ack(d).await?;
             return Ok(HandleOutcome::Finished(TaskStatus::Stopped));
         }
-        let cfg = s.store.get_async_config(&msg.function_name, &msg.qualifier).await?.map(|r| r.config).unwrap_or_default();
+        let mut cfg = s.store.get_async_config(&msg.function_name, &msg.qualifier).await?.map(|r| r.config).unwrap_or_default();
+        if !msg.origin.has_destinations() {
+            cfg.destination_config = None;
+        }
         if now_ms() - task.created_ms > i64::from(cfg.max_async_event_age_in_seconds) * 1000 {
             return self.expire(d, &task, &cfg).await;
         }

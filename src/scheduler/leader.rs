@@ -217,6 +217,12 @@ impl ResourceManager {
         matches!(*self.inner.role.lock().expect("role lock"), Role::Leading | Role::Local)
     }
 
+    /// Completes at the next change of role (lead, step down, follow): for the parts that act
+    /// only while leading (the timer engine) to start or stop at once.
+    pub async fn role_changed(&self) {
+        self.inner.role_changed.notified().await
+    }
+
     /// The leader's client when another controller leads.
     pub fn leader(&self) -> Option<LeaderClient> {
         match &*self.inner.role.lock().expect("role lock") {

@@ -4,7 +4,8 @@
 //! reserved concurrency, the invocation switch) and sealed access keys; published versions
 //! (frozen config and code checksum) and aliases (`versions.rs`, `aliases.rs`); provision
 //! configs (`scaling.rs`: the instances to keep, not the instances); triggers (`triggers.rs`:
-//! their configs verbatim, not the engines' state); async invoke configs and task records
+//! their configs verbatim) and the one piece of an engine's state that must outlive a process,
+//! each timer trigger's last tick (`timers.rs`); async invoke configs and task records
 //! (`async_tasks`); with SQLite, also the embedded queue's messages
 //! (`crate::queue::embedded`, same database).
 //! What is not: instances, slots, log capture state; they are rebuilt from the agents at start
@@ -38,11 +39,13 @@ mod errors;
 mod functions;
 mod scaling;
 pub(crate) mod sql;
+mod timers;
 mod triggers;
 mod versions;
 
 pub use aliases::{AliasWrite, DeleteAlias};
 pub use scaling::ProvisionWrite;
+pub use timers::TimerRecord;
 pub use triggers::TriggerWrite;
 pub use async_tasks::{TaskChange, TaskQuery};
 pub use versions::{DeleteVersion, Publish, Resolution};

@@ -10,6 +10,8 @@ mod databases;
 mod forwarder;
 #[path = "../support/s3.rs"]
 mod s3;
+#[path = "../support/timers.rs"]
+mod timer_support;
 
 mod aliases;
 mod async_tasks;
@@ -25,6 +27,7 @@ mod provisioned;
 mod scaling;
 mod storage;
 mod summary;
+mod timers;
 mod triggers;
 mod versions;
 mod warm_pool;

@@ -15,17 +15,17 @@ use super::etcd::Etcd3;
 use super::helpers::{ApiClient, PY_UPPER, eventually, python_function};
 use super::*;
 
-fn free_addr(ip: &str) -> SocketAddr {
+pub fn free_addr(ip: &str) -> SocketAddr {
     std::net::TcpListener::bind(format!("{ip}:0")).unwrap().local_addr().unwrap()
 }
 
-struct Controller {
-    proc: NubisProcess,
-    api: ApiClient,
+pub struct Controller {
+    pub proc: NubisProcess,
+    pub api: ApiClient,
 }
 
 /// The settings controllers and agents share: database, code bucket, queue.
-fn shared_env(db_url: &str) -> Vec<(String, String)> {
+pub fn shared_env(db_url: &str) -> Vec<(String, String)> {
     let s3 = s3::config();
     let brokers = std::env::var("NUBIS_TEST_KAFKA_BROKERS")
         .expect("NUBIS_TEST_KAFKA_BROKERS is not set: start a broker with `bash scripts/test-services.sh start kafka` and eval its env");
@@ -50,7 +50,7 @@ fn shared_env(db_url: &str) -> Vec<(String, String)> {
 }
 
 /// An access key made with `nubis admin create-key` in `dir` (which then holds master.key).
-async fn create_key(dir: &std::path::Path, env: &[(String, String)]) -> (String, String) {
+pub async fn create_key(dir: &std::path::Path, env: &[(String, String)]) -> (String, String) {
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_nubis"));
     cmd.args(["admin", "create-key", "--output", "json", "--data-dir"]).arg(dir);
     for (k, v) in env {
@@ -62,7 +62,7 @@ async fn create_key(dir: &std::path::Path, env: &[(String, String)]) -> (String,
     (j["accessKeyId"].as_str().unwrap().to_string(), j["accessKeySecret"].as_str().unwrap().to_string())
 }
 
-async fn start_controller(cluster: &Cluster, name: &str, ip: &str, dir: tempfile::TempDir, env: &[(String, String)], key: &(String, String)) -> Controller {
+pub async fn start_controller(cluster: &Cluster, name: &str, ip: &str, dir: tempfile::TempDir, env: &[(String, String)], key: &(String, String)) -> Controller {
     let addr = free_addr(ip);
     let mut env = cluster.env(env);
     env.push(("NUBIS_CLUSTER__CONTROLLER_LISTEN".into(), format!("{ip}:0")));

@@ -12,12 +12,15 @@ mod helpers;
 mod databases;
 #[path = "../support/s3.rs"]
 mod s3;
+#[path = "../support/timers.rs"]
+mod timer_support;
 
 mod etcd;
 mod failover;
 mod ha;
 mod logs;
 mod membership;
+mod timers;
 mod triggers;
 
 use std::process::Stdio;

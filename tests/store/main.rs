@@ -17,6 +17,7 @@ mod migrate;
 mod outage;
 mod refusals;
 mod scaling;
+mod timers;
 mod triggers;
 mod versions;
 
@@ -65,6 +66,7 @@ conformance!(
     triggers::triggers_crud_keep_the_config_verbatim,
     triggers::one_http_trigger_per_qualifier,
     triggers::triggers_page_and_scan_by_type,
+    timers::timer_ticks_move_forward_only,
     migrate::concurrent_opens_migrate_once,
     migrate::reopening_keeps_the_data,
 );
