@@ -12,6 +12,7 @@ mod forwarder;
 mod s3;
 
 mod aliases;
+mod async_ordering;
 mod async_tasks;
 mod auth;
 mod functions;

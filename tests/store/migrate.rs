@@ -2,8 +2,9 @@
 
 use crate::harness::TestDb;
 
-/// Migrations each engine has (the SQLite ones include the embedded queue's table, in 0002).
-const MIGRATIONS: i64 = 4;
+/// Migrations each engine has (the SQLite ones include the embedded queue's table, in 0002,
+/// and its ordering groups, in 0005).
+const MIGRATIONS: i64 = 5;
 
 pub async fn concurrent_opens_migrate_once(db: &TestDb) {
     // As controllers starting together: every open must succeed, and each migration must be
