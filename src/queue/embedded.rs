@@ -90,22 +90,34 @@ impl Queue for EmbeddedQueue {
         let now = self.now();
         // WAL with synchronous=NORMAL (see Store::open_sqlite): committed means it survives a
         // process crash; an OS crash may lose the last moments, as for all metadata.
-        // One statement, so "is the group empty?" and the insert cannot be split by another
-        // writer (SQLite runs writes one at a time): the first message of a group is visible,
-        // every later one parked.
+        let Some(group) = &msg.group else {
+            return sqlx::query(
+                "INSERT INTO queue_messages (msg_key, body, visible_at_ms, deliveries, lease_token, enqueued_ms) \
+                 VALUES (?, ?, ?, 0, NULL, ?)",
+            )
+            .bind(&msg.key)
+            .bind(&msg.body)
+            .bind(now)
+            .bind(now)
+            .execute(&self.pool)
+            .await
+            .map(|_| ())
+            .map_err(unavailable);
+        };
+        // One statement, so "does the group have a message?" and the insert cannot be split by
+        // another writer (SQLite runs writes one at a time): the first message of a group is
+        // visible, every later one parked.
         sqlx::query(
             "INSERT INTO queue_messages (msg_key, body, visible_at_ms, deliveries, lease_token, enqueued_ms, order_group) \
-             VALUES (?, ?, CASE WHEN ? IS NOT NULL AND EXISTS (SELECT 1 FROM queue_messages WHERE order_group = ?) \
-                           THEN ? ELSE ? END, 0, NULL, ?, ?)",
+             VALUES (?, ?, CASE WHEN EXISTS (SELECT 1 FROM queue_messages WHERE order_group = ?) THEN ? ELSE ? END, 0, NULL, ?, ?)",
         )
         .bind(&msg.key)
         .bind(&msg.body)
-        .bind(msg.group.as_deref())
-        .bind(msg.group.as_deref())
+        .bind(group)
         .bind(PARKED)
         .bind(now)
         .bind(now)
-        .bind(msg.group.as_deref())
+        .bind(group)
         .execute(&self.pool)
         .await
         .map_err(unavailable)?;
