@@ -51,12 +51,6 @@ impl PartitionOffsets {
         Some(next)
     }
 
-    /// The first offset not yet settled: the lowest in work, else one past the highest read
-    /// (where a new reader would start if everything settled were committed).
-    pub fn position(&self) -> Option<i64> {
-        self.pending.first().copied().or(self.highest.map(|h| h + 1))
-    }
-
     /// The offset last committed (or about to be), if any.
     pub fn committed(&self) -> Option<i64> {
         self.committed

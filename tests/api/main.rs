@@ -19,6 +19,7 @@ mod auth;
 mod functions;
 mod http_triggers;
 mod invoke;
+mod kafka_triggers;
 mod lifecycle;
 mod log_queries;
 mod logs;

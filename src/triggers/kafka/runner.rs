@@ -44,7 +44,7 @@ use crate::queue::offsets::PartitionOffsets;
 
 /// How often the consumers report their statistics (librdkafka's `statistics.interval.ms`),
 /// from which the lag gauge is refreshed.
-const LAG_EVERY: Duration = Duration::from_secs(2);
+const LAG_EVERY: Duration = Duration::from_secs(5);
 /// At most one log line per this interval for the consumers' read errors (a broker down
 /// makes one per poll).
 const ERROR_LOG_EVERY: Duration = Duration::from_secs(10);
@@ -262,11 +262,15 @@ impl Runner {
                 biased;
                 _ = cancel.cancelled() => break,
                 Some(report) = rx.recv() => self.report(report, &consumers),
-                m = merged.next() => match m {
-                    Some((i, Ok(m))) => self.read(i, &m),
-                    Some((_, Err(e))) => self.read_error(e),
-                    None => anyhow::bail!("the consumers' streams ended"),
-                },
+                m = merged.next() => {
+                    // A rebalance seen in this poll comes before the message.
+                    self.apply_rebalances(&events, &consumers);
+                    match m {
+                        Some((i, Ok(m))) => self.read(i, &m),
+                        Some((_, Err(e))) => self.read_error(e),
+                        None => anyhow::bail!("the consumers' streams ended"),
+                    }
+                }
                 _ = sleep_until(deadline), if deadline.is_some() => self.flush_due(),
                 _ = notify.notified() => {}
                 _ = lag.tick() => {
@@ -332,7 +336,11 @@ impl Runner {
                 }
                 Rebalanced::Assigned(i, ps) => {
                     for p in ps {
-                        self.assign(i, p);
+                        // Kept if this consumer already holds it: its first messages were read
+                        // before this event was applied (a new generation would orphan them).
+                        if self.parts.get(&p).is_none_or(|part| part.owner != i) {
+                            self.assign(i, p);
+                        }
                     }
                     if self.paused {
                         // A new assignment starts unpaused.
