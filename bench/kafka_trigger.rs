@@ -18,9 +18,12 @@
 //!    the function and settled. Reported: end to end (from the CreateTrigger to the last
 //!    commit, so it includes the group join and the first batch) and steady (from the first
 //!    commit seen to the last).
-//! 5. **Raw consume baseline**, on the first topic: an rdkafka consumer in this process reads
-//!    the same N messages (its own group, from the earliest offset) and does nothing with them:
-//!    the ceiling of reading alone, from this broker on this machine.
+//! 5. **Raw consume baseline**, on each topic before its trigger: an rdkafka consumer in this
+//!    process reads the same N messages (its own group, from the earliest offset) and does
+//!    nothing with them: the ceiling of reading alone, from this broker on this machine, with
+//!    the same group join in its end-to-end time.
+//!
+//! Each topic is deleted after its batch size (the test broker keeps everything in memory).
 //!
 //! Every phase reports CPU time per message: the server process, the function's containers,
 //! this client and the broker (its pid from `scripts/test-services.sh`). Messages/s on a shared
@@ -51,9 +54,13 @@ use serde_json::json;
 #[derive(Parser, Debug, Clone)]
 #[command(name = "kafka_trigger", about = "Kafka trigger throughput of Nubis: messages/s into a trivial function")]
 struct Args {
-    /// Messages per batch size.
-    #[arg(long, default_value_t = 30_000)]
+    /// Messages for batch size 1.
+    #[arg(long, default_value_t = 100_000)]
     messages: usize,
+    /// Messages for the batch sizes above 1 (they go through far faster: more messages keep
+    /// the steady rate from being a few polls).
+    #[arg(long, default_value_t = 500_000)]
+    messages_large: usize,
     /// Batch sizes (CountBasedWindow), comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "1,100,1000")]
     batch_sizes: Vec<usize>,
@@ -115,6 +122,9 @@ fn main() -> Result<()> {
 /// One batch size's result.
 struct Row {
     batch: usize,
+    messages: usize,
+    /// The raw consume baseline on the same messages: end to end, steady, CPU.
+    raw: (f64, f64, Cpu),
     e2e: f64,
     steady: f64,
     batches: f64,
@@ -133,9 +143,10 @@ async fn run(args: Args) -> Result<()> {
     println!("server binary: {} ({}; this checkout: {})", bin.display(), binary_facts(&bin), git_describe());
     println!("machine: {} cores, {}; load average at start: {}", nproc(), mem_total(), loadavg());
     println!(
-        "messages {} of {} bytes, batch sizes {:?}, concurrency {}, partitions {}, runtime {:?}, instanceConcurrency {}, \
-         function cpu {}, max_instances_per_function {}",
+        "messages {} (batch size 1) and {} (larger) of {} bytes, batch sizes {:?}, concurrency {}, partitions {}, runtime {:?}, \
+         instanceConcurrency {}, function cpu {}, max_instances_per_function {}; rustc processes running: {}",
         args.messages,
+        args.messages_large,
         args.value_bytes,
         args.batch_sizes,
         args.concurrency,
@@ -143,7 +154,8 @@ async fn run(args: Args) -> Result<()> {
         args.runtime,
         args.instance_concurrency,
         args.function_cpu,
-        args.max_instances
+        args.max_instances,
+        rustc_running()
     );
     let dir = tempfile::Builder::new().prefix("nubis-bench-kafka-").tempdir()?;
     let env = [
@@ -158,19 +170,20 @@ async fn run(args: Args) -> Result<()> {
         server.print_log_tail();
     }
     server.stop().await;
-    let (sync, raw, rows) = outcome?;
+    let (sync, rows) = outcome?;
 
-    println!("\nload average at end: {}", loadavg());
+    println!("\nload average at end: {}; rustc processes running: {}", loadavg(), rustc_running());
     println!("\n## Results\n");
-    println!("| measurement | messages | concurrency | messages/s end to end | messages/s steady | invocations | vs raw consume (steady) | CPU µs per message: server + function + client + broker = total |");
+    println!(
+        "| measurement | messages | concurrency | messages/s end to end | messages/s steady | invocations | end to end / raw | CPU µs per message: server + function + client + broker = total |"
+    );
     println!("|---|---|---|---|---|---|---|---|");
     let us = |cpu: &Cpu, n: usize| {
         let u = |s: f64| s * 1e6 / n as f64;
         format!("{:.1} + {:.1} + {:.1} + {:.1} = {:.1}", u(cpu.server), u(cpu.function), u(cpu.client), u(cpu.broker), u(cpu.total()))
     };
-    println!("| raw rdkafka consume (baseline) | {} | - | {:.0} | {:.0} | - | 1.00 | {} |", args.messages, raw.0, raw.1, us(&raw.2, args.messages));
     println!(
-        "| sync InvokeFunction, one message's event (baseline) | {} | {} | {:.0} calls/s | - | {} | - | {} |",
+        "| sync InvokeFunction with one message's event (baseline) | {} | {} | {:.0} calls/s | - | {} | - | {} |",
         args.sync_calls,
         args.concurrency,
         sync.0,
@@ -179,21 +192,29 @@ async fn run(args: Args) -> Result<()> {
     );
     for r in &rows {
         println!(
-            "| trigger, batch size {} | {} | {} | {:.0} | {:.0} | {:.0} | {:.3} | {} |",
+            "| raw rdkafka consume of the batch-size-{} topic (baseline) | {} | - | {:.0} | {:.0} | - | 1 | {} |",
             r.batch,
-            args.messages,
+            r.messages,
+            r.raw.0,
+            r.raw.1,
+            us(&r.raw.2, r.messages)
+        );
+        println!(
+            "| **trigger, batch size {}** | {} | {} | {:.0} | {:.0} | {:.0} | {:.2} | {} |",
+            r.batch,
+            r.messages,
             args.concurrency,
             r.e2e,
             r.steady,
             r.batches,
-            r.steady / raw.1,
-            us(&r.cpu, args.messages)
+            r.e2e / r.raw.0,
+            us(&r.cpu, r.messages)
         );
     }
     Ok(())
 }
 
-type Measured = ((f64, Cpu), (f64, f64, Cpu), Vec<Row>);
+type Measured = ((f64, Cpu), Vec<Row>);
 
 async fn measure(args: &Args, server: &Server, brokers: &str) -> Result<Measured> {
     let api = server.api(args.concurrency);
@@ -218,27 +239,28 @@ async fn measure(args: &Args, server: &Server, brokers: &str) -> Result<Measured
     println!("  {}", sync.1.per_event(args.sync_calls));
 
     let mut rows = Vec::new();
-    let mut raw = None;
     for &b in &args.batch_sizes {
+        let n = if b > 1 { args.messages_large } else { args.messages };
         let topic = format!("bench-trigger-{id}-{b}");
         create_topic(brokers, &topic, args.partitions).await?;
         let t = Instant::now();
-        let ends = produce(&producer, &topic, args.messages, &value).await?;
-        println!("\nbatch size {b}: produced {} messages in {:.2} s", args.messages, t.elapsed().as_secs_f64());
-        if raw.is_none() {
-            let cpu0 = server.cpu();
-            let (total, steady) = raw_consume(brokers, &topic, args.messages).await?;
-            let cpu = server.cpu().since(cpu0);
-            println!("raw consume: {:.0} messages/s from subscribe, {steady:.0} messages/s from the first message", args.messages as f64 / total);
-            println!("  {}", cpu.per_event(args.messages));
-            raw = Some((args.messages as f64 / total, steady, cpu));
-        }
-        rows.push(trigger_run(args, server, &api, brokers, &topic, b, &ends).await.with_context(|| format!("batch size {b}"))?);
+        let ends = produce(&producer, &topic, n, &value).await?;
+        println!("\nbatch size {b}: produced {n} messages in {:.2} s", t.elapsed().as_secs_f64());
+        let cpu0 = server.cpu();
+        let (total, steady) = raw_consume(brokers, &topic, n).await?;
+        let cpu = server.cpu().since(cpu0);
+        println!("raw consume: {:.0} messages/s from subscribe, {steady:.0} messages/s from the first message", n as f64 / total);
+        println!("  {}", cpu.per_event(n));
+        let raw = (n as f64 / total, steady, cpu);
+        let row = trigger_run(args, server, &api, brokers, &topic, b, n, &ends).await.with_context(|| format!("batch size {b}"))?;
+        rows.push(Row { raw, ..row });
+        delete_topic(brokers, &topic).await;
     }
-    Ok((sync, raw.expect("at least one batch size"), rows))
+    Ok((sync, rows))
 }
 
-async fn trigger_run(args: &Args, server: &Server, api: &Api, brokers: &str, topic: &str, b: usize, ends: &[i64]) -> Result<Row> {
+#[allow(clippy::too_many_arguments)]
+async fn trigger_run(args: &Args, server: &Server, api: &Api, brokers: &str, topic: &str, b: usize, n: usize, ends: &[i64]) -> Result<Row> {
     let group = format!("{topic}-group");
     let config = json!({"triggerEnable": true, "asyncInvocationType": false,
         "eventSourceConfig": {"eventSourceType": "Kafka", "eventSourceParameters": {"sourceKafkaParameters": {
@@ -276,10 +298,10 @@ async fn trigger_run(args: &Args, server: &Server, api: &Api, brokers: &str, top
         if now > deadline || last_change.elapsed() > Duration::from_secs(60) {
             bail!("{done} of {total} messages committed after {:.0} s", t0.elapsed().as_secs_f64());
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(25)).await;
     };
     let cpu = server.cpu().since(cpu0);
-    let e2e = args.messages as f64 / (end - t0).as_secs_f64();
+    let e2e = n as f64 / (end - t0).as_secs_f64();
     let (t1, c1) = first.expect("done > 0 before the end");
     let steady = if end > t1 { (total - c1) as f64 / (end - t1).as_secs_f64() } else { e2e };
     let text = reqwest::get(format!("http://{}/metrics", server.addr)).await?.text().await?;
@@ -295,13 +317,13 @@ async fn trigger_run(args: &Args, server: &Server, api: &Api, brokers: &str, top
         (end - t0).as_secs_f64(),
         (t1 - t0).as_secs_f64()
     );
-    println!("  {}", cpu.per_event(args.messages));
+    println!("  {}", cpu.per_event(n));
     // Stop the consumer before the next batch size.
     let (status, _, resp) = api.call(axum::http::Method::DELETE, &format!("{path}/{name}"), &[], Vec::new()).await?;
     if status != 204 {
         bail!("DeleteTrigger: {status} {}", String::from_utf8_lossy(&resp));
     }
-    Ok(Row { batch: b, e2e, steady, batches, cpu })
+    Ok(Row { batch: b, messages: n, raw: (0.0, 0.0, Cpu::default()), e2e, steady, batches, cpu })
 }
 
 async fn create_topic(brokers: &str, topic: &str, partitions: i32) -> Result<()> {
@@ -312,6 +334,15 @@ async fn create_topic(brokers: &str, topic: &str, partitions: i32) -> Result<()>
         bail!("creating topic {t}: {e}");
     }
     Ok(())
+}
+
+/// Best effort: the test broker keeps every topic in memory.
+async fn delete_topic(brokers: &str, topic: &str) {
+    let Ok(admin) = ClientConfig::new().set("bootstrap.servers", brokers).create::<AdminClient<DefaultClientContext>>() else { return };
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    if let Err(e) = admin.delete_topics(&[topic], &opts).await {
+        eprintln!("deleting topic {topic}: {e}");
+    }
 }
 
 /// Produce `n` messages (64 keys); returns where each partition ends, from the acknowledgements.
@@ -380,6 +411,17 @@ async fn committed(c: &Arc<BaseConsumer>, topic: &str, partitions: i32) -> Resul
             .collect())
     })
     .await?
+}
+
+/// Other builds on the machine (the benchmark shares it): how many `rustc` processes run now.
+fn rustc_running() -> usize {
+    std::fs::read_dir("/proc")
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .filter(|e| std::fs::read_to_string(e.path().join("comm")).is_ok_and(|c| c.trim() == "rustc"))
+                .count()
+        })
+        .unwrap_or(0)
 }
 
 /// The pid of the broker started by `scripts/test-services.sh start kafka`, if it is running.

@@ -535,7 +535,12 @@ impl Witness {
                         *counts.entry(p.to_string()).or_default() += 1;
                     }
                 }
-                self.per_container.lock().unwrap().insert(id, counts);
+                // A container being removed may answer with less (or nothing): logs only grow.
+                let mut all = self.per_container.lock().unwrap();
+                let total = |c: &HashMap<String, usize>| c.values().sum::<usize>();
+                if all.get(&id).is_none_or(|before| total(before) <= total(&counts)) {
+                    all.insert(id, counts);
+                }
             }
         }
         self.counts().values().sum()

@@ -67,6 +67,8 @@ pub struct KafkaEngine {
     running: BTreeMap<(String, String), Running>,
     /// Runners told to stop and maybe still stopping: a successor waits for its predecessor.
     stopping: BTreeMap<(String, String), JoinHandle<()>>,
+    /// Triggers whose stored config does not parse, with that config (logged once).
+    invalid: BTreeMap<(String, String), String>,
     /// When the triggers were last read; None: read at the next pass.
     loaded: Option<Instant>,
 }
@@ -74,7 +76,7 @@ pub struct KafkaEngine {
 impl KafkaEngine {
     /// `tracker` tracks the runners and their batches' tasks (the server waits for it).
     pub fn new(st: AppState, wake: EngineWake, tracker: TaskTracker) -> Self {
-        Self { st, wake, tracker, running: BTreeMap::new(), stopping: BTreeMap::new(), loaded: None }
+        Self { st, wake, tracker, running: BTreeMap::new(), stopping: BTreeMap::new(), invalid: BTreeMap::new(), loaded: None }
     }
 
     /// Run until `cancel`: while this process places instances, keep one runner per enabled
@@ -132,6 +134,7 @@ impl KafkaEngine {
         self.loaded = Some(Instant::now());
         self.stopping.retain(|_, t| !t.is_finished());
         let mut wanted = BTreeMap::new();
+        let mut invalid = BTreeMap::new();
         for rec in rows {
             let key = (rec.function_name.clone(), rec.trigger_name.clone());
             match KafkaTriggerConfig::parse(&rec.trigger_config) {
@@ -140,12 +143,15 @@ impl KafkaEngine {
                 }
                 Ok(_) => {}
                 Err(e) => {
-                    if !self.running.contains_key(&key) {
+                    // It was valid when written (a newer version may read it differently).
+                    if self.invalid.get(&key) != Some(&rec.trigger_config) {
                         tracing::error!(function = %key.0, trigger = %key.1, "kafka trigger not run: its stored config is invalid: {e}");
                     }
+                    invalid.insert(key, rec.trigger_config);
                 }
             }
         }
+        self.invalid = invalid;
         // Stop what went away or changed.
         let changed: Vec<_> = self
             .running
@@ -185,6 +191,9 @@ async fn run(
 ) {
     if let Some(p) = previous {
         let _ = p.await;
+    }
+    if stop.is_cancelled() {
+        return;
     }
     let src = cfg.source();
     let brokers = src.brokers.clone().unwrap_or_else(|| st.cfg.kafka.brokers.clone());

@@ -8,8 +8,9 @@
 //!   once, and reports its outcome back here.
 //! - A partition's offset is committed only up to its lowest message not yet settled
 //!   ([`PartitionOffsets`], shared with the async queue): a batch that succeeded, or was
-//!   dead-lettered or dropped under `errorsTolerance: ALL`. Commits are asynchronous; a lost one
-//!   only means the messages after it are read again. Whatever was not settled when the
+//!   dead-lettered or dropped under `errorsTolerance: ALL`. Commits are asynchronous and go out
+//!   at most every 50 ms (what settles meanwhile goes together); a lost one only means the
+//!   messages after it are read again. Whatever was not settled when the
 //!   process died is read again by the group's next owner of the partition.
 //! - A partition taken away by a rebalance is forgotten: its messages waiting in batches are
 //!   dropped (its new owner reads them from the committed offset), and the outcomes of its
@@ -20,7 +21,7 @@
 //! - `errorsTolerance: NONE`: once a batch is past its last retry, no new batch starts until it
 //!   succeeds (the stream is blocked; batches already in flight finish).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -45,6 +46,10 @@ use crate::queue::offsets::PartitionOffsets;
 /// How often the consumers report their statistics (librdkafka's `statistics.interval.ms`),
 /// from which the lag gauge is refreshed.
 const LAG_EVERY: Duration = Duration::from_secs(5);
+/// Commits go out at most this often (those settled meanwhile wait and go together): with small
+/// batches a commit per batch would cost the broker more than the batch. A crash loses at most
+/// this much of commits, i.e. re-delivers a little more.
+const COMMIT_EVERY: Duration = Duration::from_millis(50);
 /// At most one log line per this interval for the consumers' read errors (a broker down
 /// makes one per poll).
 const ERROR_LOG_EVERY: Duration = Duration::from_secs(10);
@@ -140,6 +145,9 @@ pub struct Runner {
     next_batch: u64,
     /// Batches past their last retry under `errorsTolerance: NONE`.
     blocked: HashSet<u64>,
+    /// Partitions with offsets settled since their last commit.
+    dirty: BTreeSet<i32>,
+    last_commit: Option<Instant>,
     /// Read and not yet settled (or forgotten): counted against the bounds below.
     unsettled_messages: usize,
     unsettled_bytes: usize,
@@ -185,11 +193,13 @@ impl Runner {
             in_flight: HashMap::new(),
             next_batch: 0,
             blocked: HashSet::new(),
+            dirty: BTreeSet::new(),
+            last_commit: None,
             unsettled_messages: 0,
             unsettled_bytes: 0,
-            // Always room for one full batch (and its raw messages beside the events).
+            // Always room for one full batch (its events, and the raw messages beside them).
             max_messages: max_unsettled.0.max(windows.count),
-            max_bytes: max_unsettled.1.max(windows.max_bytes.saturating_mul(3)),
+            max_bytes: max_unsettled.1.max(windows.max_bytes.saturating_mul(2)),
             paused: false,
             tracker,
             last_error_log: None,
@@ -241,7 +251,10 @@ impl Runner {
     /// Consume until `cancel`, then stop: no new batch; batches waiting for a retry give up at
     /// once (unsettled: read again later), those in an instance finish and are committed.
     pub async fn consume(&mut self, cancel: &CancellationToken) -> anyhow::Result<()> {
-        let n = self.consumer_count().await;
+        let n = tokio::select! {
+            n = self.consumer_count() => n,
+            _ = cancel.cancelled() => return Ok(()),
+        };
         let events = Arc::new(Mutex::new(Vec::new()));
         let notify = Arc::new(Notify::new());
         let lags: Vec<Arc<AtomicI64>> = (0..n).map(|_| Arc::default()).collect();
@@ -258,6 +271,7 @@ impl Runner {
             self.start_batches(&tx, &batches);
             self.pause_or_resume(&consumers);
             let deadline = self.batcher.next_deadline();
+            let commit_at = (!self.dirty.is_empty()).then(|| self.last_commit.map_or_else(Instant::now, |t| t + COMMIT_EVERY));
             tokio::select! {
                 biased;
                 _ = cancel.cancelled() => break,
@@ -272,6 +286,7 @@ impl Runner {
                     }
                 }
                 _ = sleep_until(deadline), if deadline.is_some() => self.flush_due(),
+                _ = sleep_until(commit_at), if commit_at.is_some() => self.commit(&consumers, true),
                 _ = notify.notified() => {}
                 _ = lag.tick() => {
                     let total = lags.iter().map(|l| l.load(Ordering::Relaxed)).sum();
@@ -287,6 +302,7 @@ impl Runner {
             }
         }
         // Flush the commits, then leave the group (blocking calls: off the runtime's threads).
+        self.commit(&consumers, true);
         drop(merged);
         let finals = self.final_commits();
         let left = tokio::task::spawn_blocking(move || {
@@ -426,18 +442,26 @@ impl Runner {
         if outcome == Outcome::Abandoned {
             return;
         }
-        let mut touched = Vec::new();
         for (p, generation, offset) in b.offsets {
             if let Some(part) = self.parts.get_mut(&p).filter(|part| part.generation == generation) {
                 part.offsets.settled(offset);
-                if !touched.contains(&p) {
-                    touched.push(p);
-                }
+                self.dirty.insert(p);
             }
         }
+        self.commit(consumers, false);
+    }
+
+    /// Commit the partitions with newly settled offsets, each up to its lowest offset still
+    /// unsettled; unless `now`, only if the last commit is `COMMIT_EVERY` old (the loop comes
+    /// back for the rest).
+    fn commit(&mut self, consumers: &[TriggerConsumer], now: bool) {
+        if self.dirty.is_empty() || (!now && self.last_commit.is_some_and(|t| t.elapsed() < COMMIT_EVERY)) {
+            return;
+        }
+        self.last_commit = Some(Instant::now());
         let mut commits: BTreeMap<usize, TopicPartitionList> = BTreeMap::new();
-        for p in touched {
-            let part = self.parts.get_mut(&p).expect("touched partitions are held");
+        for p in std::mem::take(&mut self.dirty) {
+            let Some(part) = self.parts.get_mut(&p) else { continue };
             if let Some(next) = part.offsets.commit_point() {
                 let tpl = commits.entry(part.owner).or_default();
                 tpl.add_partition_offset(&self.topic, p, Offset::Offset(next)).expect("a valid offset");
