@@ -266,6 +266,7 @@ impl Runner {
         let (tx, mut rx) = mpsc::channel(self.concurrency * 2 + 1);
         let batches = cancel.child_token();
         let mut lag = tokio::time::interval(LAG_EVERY);
+        let mut ended = false;
         loop {
             self.apply_rebalances(&events, &consumers);
             self.start_batches(&tx, &batches);
@@ -282,7 +283,10 @@ impl Runner {
                     match m {
                         Some((i, Ok(m))) => self.read(i, &m),
                         Some((_, Err(e))) => self.read_error(e),
-                        None => anyhow::bail!("the consumers' streams ended"),
+                        None => {
+                            ended = true;
+                            break;
+                        }
                     }
                 }
                 _ = sleep_until(deadline), if deadline.is_some() => self.flush_due(),
@@ -314,6 +318,9 @@ impl Runner {
             drop(consumers);
         });
         let _ = left.await;
+        if ended {
+            anyhow::bail!("the consumers' streams ended");
+        }
         tracing::info!(function = %self.delivery.function, trigger = %self.delivery.trigger, "kafka trigger stopped");
         Ok(())
     }
