@@ -208,8 +208,10 @@ print(d["accessKeyId"], d["accessKeySecret"])' 2>/dev/null) || true
   if [ -z "${ak:-}" ] || [ -z "${sk:-}" ]; then echo "create-key did not print the expected JSON: $key"; return 1; fi
 
   port=$(free_port) || return 1
-  echo "starting: $NUBIS server --listen 127.0.0.1:$port --data-dir $SDK_TMP/data (log $LOGS/sdk-server.log)"
-  "$NUBIS" server --listen "127.0.0.1:$port" --data-dir "$SDK_TMP/data" --node-id "sdk-e2e-$$" </dev/null >"$LOGS/sdk-server.log" 2>&1 &
+  echo "starting in $SDK_TMP: $NUBIS server --listen 127.0.0.1:$port --data-dir data (log $LOGS/sdk-server.log)"
+  # A relative --data-dir, as in the quick start (`--data-dir ./data`): its paths must still
+  # reach Docker as absolute bind mounts.
+  (cd "$SDK_TMP" && exec "$NUBIS" server --config "$ROOT/config/nubis.toml" --listen "127.0.0.1:$port" --data-dir data --node-id "sdk-e2e-$$") </dev/null >"$LOGS/sdk-server.log" 2>&1 &
   SERVER_PID=$!
 
   t0=$(date +%s); deadline=$(( t0 + HEALTH_WAIT ))

@@ -136,6 +136,8 @@ function errorBody(err) {
 
 async function run(phase, headers, call) {
   const ctx = makeContext(headers);
+  // On both streams, like End: the agent attributes each pipe's lines by its own markers.
+  process.stderr.write(`FC ${phase} Start RequestId: ${ctx.requestId}\n`);
   say(`FC ${phase} Start RequestId: ${ctx.requestId}`);
   try {
     return [null, await call(ctx)];

@@ -186,7 +186,12 @@ class Handler(BaseHTTPRequestHandler):
         headers = {k.lower(): v for k, v in self.headers.items()}
         ctx = _make_context(headers)
         _local.request_id = ctx.request_id
-        _say("FC %s Start RequestId: %s" % (phase, ctx.request_id))
+        start = "FC %s Start RequestId: %s" % (phase, ctx.request_id)
+        # On both streams, like End: the agent attributes each pipe's lines by its own markers
+        # (the pipes race each other, so a traceback can arrive before stdout's Start).
+        sys.stderr.write(start + "\n")
+        sys.stderr.flush()
+        _say(start)
         try:
             return None, call(ctx)
         except BaseException as exc:  # SystemExit from user code must not kill the worker silently

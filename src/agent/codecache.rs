@@ -27,6 +27,9 @@ pub struct CodeCache {
 impl CodeCache {
     pub fn new(dir: PathBuf, store: CodeStore, limits: Limits) -> std::io::Result<Self> {
         std::fs::create_dir_all(&dir)?;
+        // Its paths become bind mounts, which Docker takes only as absolute paths (a relative one
+        // is read as a volume name): `--data-dir ./data` must work.
+        let dir = std::path::absolute(&dir)?;
         Ok(Self { dir, store, limits })
     }
 

@@ -2,10 +2,11 @@
 //!
 //! Built-in runtimes print `FC Invoke Start RequestId: X` / `FC Invoke End RequestId: X`
 //! around each invocation, so lines from Start on belong to X, even when they arrive after the
-//! HTTP response. stdout and stderr are separate pipes, so a traceback on stderr can reach us
-//! after `End` on stdout: the bootstraps therefore print End on both streams, and a record is
-//! complete once both Ends are in (then quiet for a moment; or the next Start, or a deadline
-//! for images that print End on one stream only). Custom servers print no markers: the agent opens
+//! HTTP response. stdout and stderr are separate pipes that race each other, so a traceback on
+//! stderr can reach us before `Start` or after `End` on stdout: the bootstraps therefore print
+//! both markers on both streams, each stream's lines belong to the call its own markers frame,
+//! and a record is complete once both Ends are in (then quiet for a moment; or the next Start
+//! on stdout, or a deadline for images that print the markers on stdout only). Custom servers print no markers: the agent opens
 //! the record itself when it sends the request and closes it once the response is in and the
 //! streams have gone quiet; a line arriving later still goes to the store under the last
 //! request id, but not into that call's `Tail`.
@@ -33,9 +34,14 @@ const START: &str = "FC Invoke Start RequestId: ";
 const END: &str = "FC Invoke End RequestId: ";
 /// Quiet time after which a finished record takes no more trailing lines.
 const QUIET: Duration = Duration::from_millis(30);
-/// Most time spent waiting for a record to finish (its End marker, then quiet streams).
-const WAIT_MARKED: Duration = Duration::from_secs(2);
+/// Most time spent waiting for a record to finish (its End marker, then quiet streams). The
+/// markers always come (the bootstrap prints them on both streams), so this bound only matters
+/// on a machine so loaded that Docker's log pipeline lags: 2 s proved too short there once.
+const WAIT_MARKED: Duration = Duration::from_secs(5);
 const WAIT_UNMARKED: Duration = Duration::from_millis(300);
+/// Records kept open at once; an older one is closed with what it has (calls on an instance
+/// with `instanceConcurrency` > 1 overlap, and a crashed call never prints its End).
+const MAX_OPEN: usize = 16;
 
 pub struct LogCapture {
     function_name: String,
@@ -47,7 +53,12 @@ pub struct LogCapture {
 
 #[derive(Default)]
 struct State {
-    open: Option<Record>,
+    /// Records not yet closed, oldest first (one per invocation in flight; a few at most).
+    open: Vec<Record>,
+    /// The request each stream is inside of, between its Start and its End (stdout, stderr).
+    /// Each pipe keeps its own order but the two race each other, so a line is attributed by
+    /// the markers of its own stream: a traceback on stderr can arrive before stdout's Start.
+    cur: [Option<String>; 2],
     /// Request id of the last closed record, for lines that trail it.
     last: Option<String>,
     waiters: HashMap<String, oneshot::Sender<String>>,
@@ -57,6 +68,22 @@ struct State {
     refilled_at: Option<Instant>,
     /// Lines dropped by the flood guard since the last marker.
     dropped: u64,
+}
+
+impl State {
+    fn record(&mut self, id: &str) -> Option<&mut Record> {
+        self.open.iter_mut().find(|r| r.request_id == id)
+    }
+
+    /// The request a line of stream `s` without a marker belongs to. An image whose bootstrap
+    /// prints no stderr Start has its stderr follow stdout's.
+    fn owner(&self, s: usize) -> Option<String> {
+        self.cur[s]
+            .clone()
+            .or_else(|| if s == 1 { self.cur[0].clone() } else { None })
+            .or_else(|| self.open.last().map(|r| r.request_id.clone()))
+            .or_else(|| self.last.clone())
+    }
 }
 
 struct Record {
@@ -125,14 +152,14 @@ impl LogCapture {
         }
     }
 
-    /// Say how many lines the flood guard dropped, in the store and in the open record.
+    /// Say how many lines the flood guard dropped, in the store and in `request_id`'s record.
     fn mark_dropped(&self, st: &mut State, request_id: &str) {
         if st.dropped == 0 {
             return;
         }
         let marker = format!("[nubis] {} log lines dropped: more than {FLOOD_RATE} lines a second", st.dropped);
         st.dropped = 0;
-        if let Some(rec) = st.open.as_mut() {
+        if let Some(rec) = st.record(request_id) {
             rec.push(&marker);
         }
         self.emit(request_id, "stderr", marker);
@@ -141,6 +168,7 @@ impl LogCapture {
     /// One line read from the container (without its newline).
     pub fn line(&self, stream: &'static str, raw: &str) {
         let line = cut(raw.trim_end_matches(['\r', '\n']));
+        let s = usize::from(stream == "stderr");
         let mut st = self.state.lock().expect("capture lock");
         let now = Instant::now();
         st.last_line_at = Some(now);
@@ -148,41 +176,75 @@ impl LogCapture {
         if !framing && !Self::admit(&mut st, now) {
             return;
         }
-        if self.markers && let Some(id) = line.strip_prefix(END) {
-            let rec = st.open.as_mut().filter(|r| r.request_id == id.trim());
-            // stdout's End is the one stored (it keeps its order with the function's prints);
-            // stderr's only says that stream is complete, and is never stored, even when it
-            // arrives after its record was closed by the next Start.
-            if stream == "stderr" {
-                if let Some(rec) = rec {
-                    rec.ends |= 2;
+        if self.markers
+            && let Some(id) = line.strip_prefix(START).map(|id| id.trim().to_string())
+        {
+            st.cur[s] = Some(id.clone());
+            if s == 0 {
+                // The next call on stdout: earlier records take nothing more from it (an image
+                // without the stderr End would otherwise keep them open until the deadline).
+                let stale: Vec<String> = st.open.iter().map(|r| r.request_id.clone()).filter(|r| *r != id).collect();
+                for r in stale {
+                    self.close(&mut st, &r);
                 }
+            }
+            if st.record(&id).is_none() {
+                st.open.push(Record { request_id: id.clone(), text: String::new(), truncated: false, ends: 0 });
+                if st.open.len() > MAX_OPEN {
+                    let oldest = st.open[0].request_id.clone();
+                    self.close(&mut st, &oldest);
+                }
+            }
+            // stderr's Start only says that stream is now inside the call: never stored.
+            if s == 1 {
                 return;
             }
-            if let Some(rec) = rec {
-                rec.ends |= 1;
+            self.mark_dropped(&mut st, &id);
+            if let Some(rec) = st.record(&id) {
+                // Kept first even when stderr lines came in before it.
+                let text = std::mem::take(&mut rec.text);
+                rec.push(&line);
+                rec.text.push_str(&text);
             }
+            drop(st);
+            self.emit(&id, stream, line);
+            return;
         }
         if self.markers
-            && let Some(id) = line.strip_prefix(START)
+            && let Some(id) = line.strip_prefix(END).map(|id| id.trim().to_string())
         {
-            self.close(&mut st);
-            st.open = Some(Record { request_id: id.trim().to_string(), text: String::new(), truncated: false, ends: 0 });
+            if st.cur[s].as_deref() == Some(id.as_str()) {
+                st.cur[s] = None;
+            }
+            if let Some(rec) = st.record(&id) {
+                rec.ends |= 1 << s;
+            }
+            // stdout's End is the one stored (it keeps its order with the function's prints);
+            // stderr's only says that stream is complete.
+            if s == 1 {
+                return;
+            }
+            self.mark_dropped(&mut st, &id);
+            if let Some(rec) = st.record(&id) {
+                rec.push(&line);
+            }
+            drop(st);
+            self.emit(&id, stream, line);
+            return;
         }
-        let request_id = st.open.as_ref().map(|r| r.request_id.clone()).or_else(|| st.last.clone()).unwrap_or_default();
+        let request_id = st.owner(s).unwrap_or_default();
         self.mark_dropped(&mut st, &request_id);
-        if let Some(rec) = st.open.as_mut() {
+        if let Some(rec) = st.record(&request_id) {
             rec.push(&line);
         }
         drop(st);
         self.emit(&request_id, stream, line);
     }
 
-    fn close(&self, st: &mut State) {
-        if let Some(id) = st.open.as_ref().map(|r| r.request_id.clone()) {
-            self.mark_dropped(st, &id);
-        }
-        if let Some(rec) = st.open.take() {
+    fn close(&self, st: &mut State, request_id: &str) {
+        self.mark_dropped(st, request_id);
+        if let Some(i) = st.open.iter().position(|r| r.request_id == request_id) {
+            let rec = st.open.remove(i);
             if let Some(w) = st.waiters.remove(&rec.request_id) {
                 let _ = w.send(rec.text);
             }
@@ -199,11 +261,15 @@ impl LogCapture {
             rx
         });
         if !self.markers {
-            self.close(&mut st);
+            let stale: Vec<String> = st.open.iter().map(|r| r.request_id.clone()).collect();
+            for r in stale {
+                self.close(&mut st, &r);
+            }
             let start = format!("{START}{request_id}");
             let mut rec = Record { request_id: request_id.to_string(), text: String::new(), truncated: false, ends: 0 };
             rec.push(&start);
-            st.open = Some(rec);
+            st.open.push(rec);
+            st.cur = [Some(request_id.to_string()), Some(request_id.to_string())];
             drop(st);
             self.emit(request_id, "stdout", start);
         }
@@ -217,8 +283,8 @@ impl LogCapture {
             loop {
                 tokio::time::sleep(Duration::from_millis(5)).await;
                 let (ended, quiet) = {
-                    let st = self.state.lock().expect("capture lock");
-                    let ended = !self.markers || st.open.as_ref().is_none_or(|r| r.request_id != request_id || r.ends == 3);
+                    let mut st = self.state.lock().expect("capture lock");
+                    let ended = !self.markers || st.record(request_id).is_none_or(|r| r.ends == 3);
                     (ended, st.last_line_at.is_none_or(|t| t.elapsed() >= QUIET))
                 };
                 if (ended && quiet) || Instant::now() >= deadline {
@@ -228,18 +294,19 @@ impl LogCapture {
         }
         {
             let mut st = self.state.lock().expect("capture lock");
-            let ours = st.open.as_ref().is_some_and(|r| r.request_id == request_id);
+            let ours = st.record(request_id).is_some();
             if !self.markers {
                 let end = format!("{END}{request_id}");
-                if let Some(rec) = st.open.as_mut().filter(|_| ours) {
+                if let Some(rec) = st.record(request_id) {
                     rec.push(&end);
                 }
+                st.cur = [None, None];
                 self.emit(request_id, "stdout", end);
                 if ours {
-                    self.close(&mut st);
+                    self.close(&mut st, request_id);
                 }
             } else if ours && rx.is_some() {
-                self.close(&mut st);
+                self.close(&mut st, request_id);
             }
         }
         // close() has sent the text by now, or the record was closed earlier (next Start).
@@ -249,9 +316,7 @@ impl LogCapture {
     /// The request failed before an answer (timeout, crash): close it with what was captured.
     pub fn abandon(&self, request_id: &str) {
         let mut st = self.state.lock().expect("capture lock");
-        if st.open.as_ref().is_some_and(|r| r.request_id == request_id) {
-            self.close(&mut st);
-        }
+        self.close(&mut st, request_id);
         st.waiters.remove(request_id);
     }
 }
@@ -271,18 +336,9 @@ pub fn tail(text: &str, max: usize) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::logstore::LogStore;
 
-    #[test]
-    fn tail_respects_char_boundaries() {
-        assert_eq!(tail("abc", 10), "abc");
-        assert_eq!(tail("abcdef", 3), "def");
-        assert_eq!(tail("aé", 1), "");
-        assert_eq!(tail("aéb", 2), "b");
-    }
-
-    #[tokio::test]
-    async fn a_late_stderr_end_closes_nothing_twice_and_is_not_stored() {
-        use crate::logstore::{LogQuery, LogStore};
+    async fn test_store() -> (tempfile::TempDir, LogStore, tokio_util::sync::CancellationToken) {
         let dir = tempfile::tempdir().unwrap();
         let (tracker, cancel) = (tokio_util::task::TaskTracker::new(), tokio_util::sync::CancellationToken::new());
         let store = LogStore::open(
@@ -296,6 +352,21 @@ mod tests {
         )
         .await
         .unwrap();
+        (dir, store, cancel)
+    }
+
+    #[test]
+    fn tail_respects_char_boundaries() {
+        assert_eq!(tail("abc", 10), "abc");
+        assert_eq!(tail("abcdef", 3), "def");
+        assert_eq!(tail("aé", 1), "");
+        assert_eq!(tail("aéb", 2), "b");
+    }
+
+    #[tokio::test]
+    async fn a_late_stderr_end_closes_nothing_twice_and_is_not_stored() {
+        use crate::logstore::LogQuery;
+        let (_dir, store, cancel) = test_store().await;
         let cap = LogCapture::new("f".into(), "i".into(), true, store.clone());
         let rx = cap.begin("r1", true);
         cap.line("stdout", "FC Invoke Start RequestId: r1");
@@ -319,6 +390,32 @@ mod tests {
         }
         assert_eq!(msgs(store.query(&q("r1")).await.unwrap()), ["FC Invoke Start RequestId: r1", "a", "FC Invoke End RequestId: r1", "Traceback r1"]);
         assert_eq!(msgs(store.query(&q("r2")).await.unwrap()), ["FC Invoke Start RequestId: r2", "b", "FC Invoke End RequestId: r2"]);
+        cancel.cancel();
+    }
+
+    #[tokio::test]
+    async fn stderr_lines_that_outrun_stdout_start_belong_to_their_call() {
+        let (_dir, store, cancel) = test_store().await;
+        let cap = LogCapture::new("f".into(), "i".into(), true, store.clone());
+        let rx1 = cap.begin("r1", true);
+        for (stream, line) in [("stdout", "FC Invoke Start RequestId: r1"), ("stderr", "FC Invoke Start RequestId: r1"), ("stderr", "FC Invoke End RequestId: r1")] {
+            cap.line(stream, line);
+        }
+        // r2's stderr runs ahead of stdout, which still has r1's last line and End to deliver.
+        let rx2 = cap.begin("r2", true);
+        cap.line("stderr", "FC Invoke Start RequestId: r2");
+        cap.line("stderr", "Traceback r2");
+        cap.line("stdout", "late print r1");
+        cap.line("stdout", "FC Invoke End RequestId: r1");
+        assert_eq!(cap.end("r1", rx1).await.unwrap(), "FC Invoke Start RequestId: r1\nlate print r1\nFC Invoke End RequestId: r1\n");
+        cap.line("stderr", "FC Invoke End RequestId: r2");
+        cap.line("stdout", "FC Invoke Start RequestId: r2");
+        cap.line("stdout", "FC Invoke End RequestId: r2");
+        assert_eq!(
+            cap.end("r2", rx2).await.unwrap(),
+            "FC Invoke Start RequestId: r2\nTraceback r2\nFC Invoke End RequestId: r2\n",
+            "the traceback is in r2's tail, after its Start"
+        );
         cancel.cancel();
     }
 
