@@ -14,9 +14,11 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
 mod cluster;
+mod kafka_triggers;
 mod storage;
 mod timers;
 pub use cluster::ClusterConfig;
+pub use kafka_triggers::KafkaTriggersConfig;
 pub use timers::TimersConfig;
 pub use storage::{CodeStoreConfig, DatabaseConfig, redact_url_password};
 
@@ -36,6 +38,7 @@ pub struct Config {
     pub opensearch: OpenSearchConfig,
     pub cluster: ClusterConfig,
     pub timers: TimersConfig,
+    pub kafka_triggers: KafkaTriggersConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -270,7 +273,8 @@ impl OpenSearchConfig {
     }
 }
 
-/// The Kafka cluster behind `dispatcher.queue = "kafka"`.
+/// The Kafka cluster behind `dispatcher.queue = "kafka"`, and the default brokers of Kafka
+/// triggers.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct KafkaConfig {
@@ -282,7 +286,8 @@ pub struct KafkaConfig {
     pub group_id: String,
     pub partitions: i32,
     pub replication: i32,
-    /// A dispatcher silent this long loses its partitions to the others.
+    /// A dispatcher (or a Kafka trigger's consumer) silent this long loses its partitions to
+    /// the others.
     pub session_timeout_ms: u64,
 }
 

@@ -14,7 +14,8 @@
 //! - [`cluster`]: membership in etcd: agents register under leases, controllers mirror the live
 //!   nodes into the resource manager.
 //! - [`model`]: domain types, validated at the edge; no I/O.
-//! - [`triggers`]: what runs triggers: HTTP triggers served on the API listener.
+//! - [`triggers`]: what runs triggers: HTTP triggers served on the API listener, the timer
+//!   engine and the Kafka trigger engine.
 //! - [`store`]: all SQL (function metadata, access keys, async tasks): SQLite by default,
 //!   PostgreSQL or MySQL/MariaDB when controllers share a database.
 //! - [`queue`]: the async invocation queue seam ([`queue::Queue`]); embedded in SQLite for now.

@@ -48,6 +48,21 @@ pub struct Metrics {
     /// by its task id), `skipped` (missed, by the missed-tick policy), `failed` (queue or store
     /// unavailable; tried again).
     pub timer_firings: IntCounterVec,
+    /// Kafka trigger batches by function, trigger and outcome: `succeeded`, `dead_lettered`,
+    /// `dropped` (past the last retry under errorsTolerance ALL, without or with a dead-letter
+    /// topic), `abandoned` (not settled when the trigger stopped here: read again).
+    pub kafka_trigger_batches: IntCounterVec,
+    /// The same, counted in messages.
+    pub kafka_trigger_messages: IntCounterVec,
+    /// Failed Kafka trigger deliveries tried again, by cause: `function_error` (uses up a
+    /// retry), `platform` (does not), `blocked` (past the last retry under NONE),
+    /// `dead_letter` (producing to the dead-letter topic failed).
+    pub kafka_trigger_retries: IntCounterVec,
+    /// Messages of a Kafka trigger's partitions held here between the first unsettled one and
+    /// the partition's end.
+    pub kafka_trigger_lag: IntGaugeVec,
+    /// 1 while a Kafka trigger's stream is blocked (a batch past its last retry under NONE).
+    pub kafka_trigger_blocked: IntGaugeVec,
 }
 
 /// Outcome label of one invocation.
@@ -129,7 +144,36 @@ impl Default for Metrics {
         r.register(Box::new(node_memory_bytes.clone())).expect("unique metric");
         let warm_pool_cells = IntGauge::new("nubis_warm_pool_cells", "Idle pre-started runtime cells on this node").expect("valid metric");
         r.register(Box::new(warm_pool_cells.clone())).expect("unique metric");
+        let gauge = |name: &str, help: &str, labels: &[&str]| {
+            let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+            r.register(Box::new(g.clone())).expect("unique metric");
+            g
+        };
+        let kafka_trigger_lag =
+            gauge("nubis_kafka_trigger_lag_messages", "Messages of a Kafka trigger not yet settled or read", &["function", "trigger"]);
+        let kafka_trigger_blocked =
+            gauge("nubis_kafka_trigger_blocked", "1 while a Kafka trigger's stream is blocked by a failing batch", &["function", "trigger"]);
         Self {
+            kafka_trigger_batches: counter(
+                &r,
+                "nubis_kafka_trigger_batches_total",
+                "Kafka trigger batches by outcome",
+                &["function", "trigger", "outcome"],
+            ),
+            kafka_trigger_messages: counter(
+                &r,
+                "nubis_kafka_trigger_messages_total",
+                "Kafka trigger messages by their batch's outcome",
+                &["function", "trigger", "outcome"],
+            ),
+            kafka_trigger_retries: counter(
+                &r,
+                "nubis_kafka_trigger_retries_total",
+                "Kafka trigger deliveries tried again, by cause",
+                &["function", "trigger", "cause"],
+            ),
+            kafka_trigger_lag,
+            kafka_trigger_blocked,
             instances_lost,
             warm_pool_cells,
             warm_pool_handoffs: counter(

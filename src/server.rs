@@ -4,9 +4,10 @@
 //! (local or S3) → log store (and its
 //! shipper to OpenSearch, if enabled) → Docker node
 //! (orphans of an earlier run removed) → resource manager + reaper → async queue + dispatcher
-//! → timer engine → listener.
+//! → timer engine → Kafka trigger engine → listener.
 //! Stop (SIGTERM/SIGINT): stop accepting → drain in-flight requests (bounded by
-//! `server.shutdown_grace_secs`) → stop the timer engine → stop the dispatcher (unfinished
+//! `server.shutdown_grace_secs`) → stop the timer engine → stop the Kafka trigger engine
+//! (batches in an instance finish and are committed) → stop the dispatcher (unfinished
 //! messages back to the queue)
 //! → stop every instance → stop background tasks (the log writer flushes) → close the DB.
 
@@ -32,6 +33,8 @@ use crate::logstore::{LogSearch, LogStore, shipper};
 use crate::metrics::Metrics;
 use crate::scheduler::{ResourceManager, spec::Platform};
 use crate::store::Store;
+use crate::triggers::EngineWake;
+use crate::triggers::kafka::KafkaEngine;
 use crate::triggers::timer::{TimerEngine, TimerWake};
 
 pub struct Server {
@@ -46,6 +49,10 @@ pub struct Server {
     /// The timer engine: stopped before the dispatcher (ticks fire while requests drain).
     timers: TaskTracker,
     stop_timers: CancellationToken,
+    /// The Kafka trigger engine, its runners and their batches: stopped after the timers,
+    /// before the dispatcher (async deliveries submit to the queue).
+    kafka_triggers: TaskTracker,
+    stop_kafka_triggers: CancellationToken,
     /// Cluster mode: the internal listener for the other controllers, and the election
     /// (cancelled first at shutdown: resigning lets a follower take over at once).
     internal: Option<(TcpListener, axum::Router)>,
@@ -271,8 +278,27 @@ impl Server {
             code_gc: Arc::default(),
             etcd,
             timers: timer_wake,
+            kafka_triggers: EngineWake::default(),
         };
-        Ok(Self { listener, state, tracker, cancel, dispatch, stop_dispatch, timers, stop_timers, internal, stop_election })
+        let (kafka_triggers, stop_kafka_triggers) = (TaskTracker::new(), CancellationToken::new());
+        if state.cfg.kafka_triggers.enabled {
+            // Idle unless this process places instances (leads, in a cluster).
+            KafkaEngine::new(state.clone(), state.kafka_triggers.clone(), kafka_triggers.clone()).spawn(stop_kafka_triggers.clone());
+        }
+        Ok(Self {
+            listener,
+            state,
+            tracker,
+            cancel,
+            dispatch,
+            stop_dispatch,
+            timers,
+            stop_timers,
+            kafka_triggers,
+            stop_kafka_triggers,
+            internal,
+            stop_election,
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -318,6 +344,13 @@ impl Server {
         self.timers.close();
         if tokio::time::timeout(grace, self.timers.wait()).await.is_err() {
             tracing::warn!("the timer engine did not stop within the grace period");
+        }
+        // No more batches; those in an instance finish and are committed, the others (waiting
+        // for a retry, or not started) are read again by the next consumer.
+        self.stop_kafka_triggers.cancel();
+        self.kafka_triggers.close();
+        if tokio::time::timeout(grace, self.kafka_triggers.wait()).await.is_err() {
+            tracing::warn!("kafka trigger batches still running after the grace period; they will be read again");
         }
         // Unfinished async messages go back to the queue (at least once: they run again later).
         self.stop_dispatch.cancel();

@@ -76,6 +76,8 @@ pub struct AppState {
     pub etcd: Option<(etcd_client::Client, crate::cluster::Keys)>,
     /// Wakes the timer engine when a trigger is written through this process.
     pub timers: crate::triggers::timer::TimerWake,
+    /// Wakes the Kafka trigger engine likewise.
+    pub kafka_triggers: crate::triggers::EngineWake,
 }
 
 /// A cache entry and when it was stored.

@@ -82,8 +82,10 @@ fn written(st: &AppState, headers: &HeaderMap, name: &str, trigger: &str, w: Tri
         TriggerWrite::Done(t) => {
             // HTTP calls through this controller see the new config from now on.
             st.functions.invalidate_trigger(name, trigger);
-            if t.trigger_type == TriggerType::Timer {
-                st.timers.changed();
+            match t.trigger_type {
+                TriggerType::Timer => st.timers.changed(),
+                TriggerType::EventBridge => st.kafka_triggers.changed(),
+                TriggerType::Http => {}
             }
             Ok(Json(api(st, headers, &t)))
         }
@@ -204,6 +206,7 @@ pub async fn delete_trigger(State(st): State<AppState>, Path((name, trigger)): P
     }
     st.functions.invalidate_trigger(&name, &trigger);
     st.timers.changed();
+    st.kafka_triggers.changed();
     tracing::info!(function = %name, trigger = %trigger, "trigger deleted");
     Ok(no_content())
 }

@@ -221,9 +221,7 @@ impl DestinationTarget {
             }
             ["acs", "kafka", _, _, resource] => {
                 let topic = resource.strip_prefix("topics/").ok_or_else(|| bad("a kafka ARN must name topics/<topic>"))?;
-                let ok = (1..=249).contains(&topic.len())
-                    && topic.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
-                if !ok {
+                if !is_valid_topic(topic) {
                     return Err(bad(&format!("'{topic}' is not a valid topic (1 to 249 of A-Z a-z 0-9 . _ -)")));
                 }
                 Ok(Self::KafkaTopic { topic: topic.to_string() })
@@ -231,6 +229,11 @@ impl DestinationTarget {
             _ => Err(bad(&format!("'{s}' is not supported"))),
         }
     }
+}
+
+/// A Kafka topic name: 1 to 249 of `A-Z a-z 0-9 . _ -`.
+pub fn is_valid_topic(topic: &str) -> bool {
+    (1..=249).contains(&topic.len()) && topic.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
 }
 
 /// `LATEST`, a version id (digits) or an alias name.

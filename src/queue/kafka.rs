@@ -14,7 +14,7 @@
 //!   time waits in memory (its offset stays uncommitted) until it is due.
 //! - Leases are the group's session: `extend` has nothing to do.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -27,6 +27,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::OnceCell;
 
+use super::offsets::PartitionOffsets;
 use super::{Delivery, Queue, QueueError, QueueMessage, now_ms};
 use crate::config::KafkaConfig;
 
@@ -43,12 +44,8 @@ pub struct KafkaQueue {
 
 #[derive(Default)]
 struct State {
-    /// Per partition: offsets received and not yet acked.
-    pending: BTreeMap<i32, BTreeSet<i64>>,
-    /// Per partition: the highest offset received.
-    highest: BTreeMap<i32, i64>,
-    /// Per partition: the offset last committed (next to read).
-    committed: BTreeMap<i32, i64>,
+    /// Per partition: offsets received and not yet acked, and the commit point.
+    offsets: BTreeMap<i32, PartitionOffsets>,
     /// Copies read before their time: (due ms, delivery).
     delayed: Vec<(i64, Delivery)>,
 }
@@ -130,16 +127,7 @@ impl KafkaQueue {
 
     /// After an ack: commit the partition up to its lowest offset still in work.
     fn commit_point(&self, partition: i32) -> Option<i64> {
-        let mut st = self.state.lock().expect("kafka state lock");
-        let next = match st.pending.get(&partition).and_then(|p| p.first()) {
-            Some(&lowest) => lowest,
-            None => st.highest.get(&partition)? + 1,
-        };
-        if st.committed.get(&partition).is_some_and(|&c| c >= next) {
-            return None;
-        }
-        st.committed.insert(partition, next);
-        Some(next)
+        self.state.lock().expect("kafka state lock").offsets.get_mut(&partition)?.commit_point()
     }
 }
 
@@ -181,9 +169,7 @@ impl Queue for KafkaQueue {
             };
             let due = header_i64(headers, NOT_BEFORE).unwrap_or(0);
             let mut st = self.state.lock().expect("kafka state lock");
-            st.pending.entry(m.partition()).or_default().insert(m.offset());
-            let hi = st.highest.entry(m.partition()).or_insert(m.offset());
-            *hi = (*hi).max(m.offset());
+            st.offsets.entry(m.partition()).or_default().received(m.offset());
             if due > now_ms() {
                 st.delayed.push((due, d));
             } else {
@@ -197,7 +183,7 @@ impl Queue for KafkaQueue {
         let (partition, offset) = parse_id(&d.id)?;
         {
             let mut st = self.state.lock().expect("kafka state lock");
-            let known = st.pending.get_mut(&partition).is_some_and(|p| p.remove(&offset));
+            let known = st.offsets.get_mut(&partition).is_some_and(|p| p.settled(offset));
             if !known {
                 return Err(QueueError::LeaseLost(d.id.clone()));
             }

@@ -13,6 +13,7 @@
 
 pub mod embedded;
 pub mod kafka;
+pub mod offsets;
 
 use std::time::Duration;
 

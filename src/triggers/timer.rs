@@ -36,7 +36,6 @@ use chrono::{DateTime, TimeZone, Utc};
 use futures_util::StreamExt;
 use serde::Serialize;
 use sha2::Digest;
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -57,14 +56,7 @@ const RETRY_AFTER: Duration = Duration::from_secs(1);
 const MAX_COUNTED: u64 = 10_000;
 
 /// The API's handle on the engine: wake it when a timer trigger was written or deleted.
-#[derive(Clone, Default)]
-pub struct TimerWake(Arc<Notify>);
-
-impl TimerWake {
-    pub fn changed(&self) {
-        self.0.notify_one();
-    }
-}
+pub use super::EngineWake as TimerWake;
 
 /// FC's timer event (fields in FC's order).
 #[derive(Debug, Serialize)]
@@ -215,7 +207,7 @@ impl TimerEngine {
                     self.loaded = None;
                     self.cfg.refresh()
                 };
-                let wake = self.wake.0.clone();
+                let wake = self.wake.clone();
                 tokio::select! {
                     _ = tokio::time::sleep(wait) => {}
                     _ = wake.notified() => self.loaded = None,

@@ -8,6 +8,8 @@ mod helpers;
 mod databases;
 #[path = "../support/forwarder.rs"]
 mod forwarder;
+#[path = "../support/kafka.rs"]
+mod kafka_support;
 #[path = "../support/s3.rs"]
 mod s3;
 #[path = "../support/timers.rs"]
@@ -19,6 +21,7 @@ mod auth;
 mod functions;
 mod http_triggers;
 mod invoke;
+mod kafka_triggers;
 mod lifecycle;
 mod log_queries;
 mod logs;

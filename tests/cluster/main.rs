@@ -10,6 +10,8 @@ mod helpers;
 
 #[path = "../support/databases.rs"]
 mod databases;
+#[path = "../support/kafka.rs"]
+mod kafka_support;
 #[path = "../support/s3.rs"]
 mod s3;
 #[path = "../support/timers.rs"]
@@ -18,6 +20,7 @@ mod timer_support;
 mod etcd;
 mod failover;
 mod ha;
+mod kafka_triggers;
 mod logs;
 mod membership;
 mod timers;

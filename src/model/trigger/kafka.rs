@@ -8,6 +8,15 @@
 //! carry `"Brokers": "host:port,host:port"`; without it the trigger consumes from the server's
 //! `[kafka] brokers`.
 //!
+//! **Per-key ordering** (a Nubis extension): `runOptions.orderingKey: "messageKey"` makes the
+//! messages of one Kafka message key run one at a time, in offset order (see
+//! `crate::triggers::kafka`). It needs sync delivery.
+//!
+//! **Dead letters** go to a Kafka topic on the trigger's brokers: `deadLetterQueue.Arn` is
+//! `kafka://<topic>` (Nubis) or FC's ARN shape `acs:kafka:<region>:<account>:topics/<topic>`
+//! (the form async destinations take). FC's other targets (MNS, RocketMQ, EventBridge) name
+//! services Nubis does not have and are refused.
+//!
 //! Checked here: the fields, their types and ranges. What the Kafka engine does with them
 //! (batching, retries, dead letters) is its own.
 
@@ -15,6 +24,7 @@ use serde::Deserialize;
 
 use super::from_config_str;
 use crate::model::ValidationError;
+use crate::model::async_task::is_valid_topic;
 
 /// A validated Kafka trigger config.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -143,6 +153,10 @@ pub struct RunOptions {
     pub dead_letter_queue: Option<DeadLetterQueue>,
     #[serde(default)]
     pub batch_window: BatchWindow,
+    /// Nubis extension: per-key ordering. Absent: none (batches run in any order, up to the
+    /// concurrency).
+    #[serde(default)]
+    pub ordering_key: Option<OrderingKey>,
 }
 
 impl Default for RunOptions {
@@ -154,8 +168,17 @@ impl Default for RunOptions {
             retry_strategy: RetryStrategy::default(),
             dead_letter_queue: None,
             batch_window: BatchWindow::default(),
+            ordering_key: None,
         }
     }
+}
+
+/// What the messages of one ordering group share (`runOptions.orderingKey`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum OrderingKey {
+    /// The Kafka message key; a message without one counts as the empty key.
+    #[serde(rename = "messageKey")]
+    MessageKey,
 }
 
 /// After the last retry: `NONE` blocks the stream (the default), `ALL` dead-letters (or drops).
@@ -257,11 +280,51 @@ impl KafkaTriggerConfig {
         if w.time_based_window > 15 {
             return bad("runOptions.batchWindow.TimeBasedWindow", "must be between 0 and 15 (seconds)".into());
         }
-        if let Some(dlq) = &c.run_options.dead_letter_queue
-            && dlq.arn.trim().is_empty()
-        {
-            return bad("runOptions.deadLetterQueue.Arn", "must not be empty".into());
+        if let Some(dlq) = &c.run_options.dead_letter_queue {
+            dead_letter_topic(&dlq.arn)?;
+        }
+        if c.run_options.ordering_key.is_some() && c.async_invocation_type {
+            return bad(
+                "runOptions.orderingKey",
+                "needs sync delivery (asyncInvocationType: false): async invocations of one key would run in any order".into(),
+            );
         }
         Ok(c)
     }
+
+    /// The topic dead letters go to, if any (the config was validated).
+    pub fn dead_letter_topic(&self) -> Option<String> {
+        self.run_options.dead_letter_queue.as_ref().and_then(|d| dead_letter_topic(&d.arn).ok())
+    }
+
+    /// The source parameters (present in a validated config).
+    pub fn source(&self) -> &SourceKafkaParameters {
+        self.event_source_config.event_source_parameters.source_kafka_parameters.as_ref().expect("validated: a Kafka source")
+    }
+}
+
+/// The topic of a dead-letter ARN: `kafka://<topic>` or `acs:kafka:<region>:<account>:topics/<topic>`.
+pub fn dead_letter_topic(arn: &str) -> Result<String, ValidationError> {
+    let bad = |why: String| {
+        ValidationError::new(
+            "triggerConfig.runOptions.deadLetterQueue.Arn",
+            format!(
+                "{why}: Nubis dead-letters to a Kafka topic on the trigger's brokers, named kafka://<topic> or \
+                 acs:kafka:<region>:<account>:topics/<topic>"
+            ),
+        )
+    };
+    let arn = arn.trim();
+    let topic = match arn.strip_prefix("kafka://") {
+        Some(topic) => topic,
+        // acs:kafka:<region>:<account>:<resource>; region and account are not checked.
+        None => match arn.splitn(5, ':').collect::<Vec<_>>().as_slice() {
+            ["acs", "kafka", _, _, resource] => resource.strip_prefix("topics/").ok_or_else(|| bad(format!("'{arn}' names no topics/<topic>")))?,
+            _ => return Err(bad(format!("'{arn}' is not supported"))),
+        },
+    };
+    if !is_valid_topic(topic) {
+        return Err(bad(format!("'{topic}' is not a valid topic (1 to 249 of A-Z a-z 0-9 . _ -)")));
+    }
+    Ok(topic.to_string())
 }

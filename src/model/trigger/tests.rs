@@ -22,7 +22,7 @@ fn kafka_config() -> Value {
         "eventSinkConfig": {"deliveryOption": {"mode": "event-streaming", "eventSchema": "CloudEvents", "concurrency": 4}},
         "runOptions": {"mode": "event-streaming", "maximumTasks": 2, "errorsTolerance": "ALL",
             "retryStrategy": {"PushRetryStrategy": "EXPONENTIAL_DECAY_RETRY", "MaximumEventAgeInSeconds": 0, "MaximumRetryAttempts": 0},
-            "deadLetterQueue": {"Arn": "dlq-topic"},
+            "deadLetterQueue": {"Arn": "kafka://dlq-topic"},
             "batchWindow": {"CountBasedWindow": 100, "TimeBasedWindow": 3}}})
 }
 
@@ -80,6 +80,26 @@ fn timer_and_kafka_configs() {
     assert_eq!((m.run_options.batch_window.count_based_window, m.run_options.errors_tolerance), (1, ErrorsTolerance::None));
 }
 
+/// `base` with `runOptions.orderingKey: "messageKey"`.
+fn with_ordering(base: &Value) -> Value {
+    let mut c = base.clone();
+    c["runOptions"]["orderingKey"] = json!("messageKey");
+    c
+}
+
+#[test]
+fn kafka_extensions_ordering_key_and_dead_letter_topics() {
+    let k = kafka::KafkaTriggerConfig::parse(&with_ordering(&kafka_config()).to_string()).unwrap();
+    assert_eq!(k.run_options.ordering_key, Some(kafka::OrderingKey::MessageKey));
+    assert_eq!(k.dead_letter_topic().as_deref(), Some("dlq-topic"));
+    assert_eq!(kafka::KafkaTriggerConfig::parse(&kafka_config().to_string()).unwrap().run_options.ordering_key, None);
+    for (arn, topic) in [("kafka://dead.letters_1", "dead.letters_1"), ("acs:kafka:cn-hangzhou:123:topics/dlq", "dlq")] {
+        assert_eq!(kafka::dead_letter_topic(arn).unwrap(), topic);
+    }
+    let e = kafka::dead_letter_topic("acs:mns:cn-qingdao:123:/queues/q").unwrap_err();
+    assert!(e.message.contains("not supported") && e.message.contains("kafka://<topic>"), "{e}");
+}
+
 /// Set `path` (a `/`-separated JSON pointer) in a copy of `base` to `v`.
 fn with(base: &Value, path: &str, v: Value) -> String {
     let mut c = base.clone();
@@ -125,6 +145,12 @@ fn invalid_configs_name_the_field() {
         ("eventbridge", with(&k, "/runOptions/maximumTasks", json!(0)), "runOptions.maximumTasks"),
         ("eventbridge", with(&k, "/runOptions/errorsTolerance", json!("SOME")), "runOptions.errorsTolerance"),
         ("eventbridge", with(&k, "/runOptions/mode", json!("event-driven")), "runOptions.mode"),
+        ("eventbridge", with(&k, "/runOptions/deadLetterQueue/Arn", json!("acs:mns:cn-qingdao:123:/queues/q")), "runOptions.deadLetterQueue.Arn"),
+        ("eventbridge", with(&k, "/runOptions/deadLetterQueue/Arn", json!("kafka://")), "runOptions.deadLetterQueue.Arn"),
+        ("eventbridge", with(&k, "/runOptions/deadLetterQueue/Arn", json!("acs:kafka:r:1:groups/g")), "runOptions.deadLetterQueue.Arn"),
+        ("eventbridge", with(&k, "/runOptions/deadLetterQueue/Arn", json!("kafka://no spaces")), "runOptions.deadLetterQueue.Arn"),
+        ("eventbridge", with(&with_ordering(&k), "/runOptions/orderingKey", json!("value")), "runOptions.orderingKey"),
+        ("eventbridge", with(&with_ordering(&k), "/asyncInvocationType", json!(true)), "runOptions.orderingKey"),
     ];
     assert_eq!(TriggerConfig::parse(TriggerType::Http, "[]").unwrap_err().field, "triggerConfig");
     for (ty, cfg, field) in cases {
