@@ -128,7 +128,7 @@ impl LogCapture {
 
     fn emit(&self, request_id: &str, stream: &'static str, message: String) {
         self.store.append(LogLine {
-            time: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            ts_ms: chrono::Utc::now().timestamp_millis(),
             function_name: self.function_name.clone(),
             instance_id: self.instance_id.clone(),
             request_id: request_id.to_string(),

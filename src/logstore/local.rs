@@ -222,20 +222,26 @@ impl LogStore {
     }
 }
 
+/// One transaction, one prepared single-row INSERT run per line: a multi-row INSERT would be a
+/// new SQL text (prepared again) for every batch size, and per-line parsing dominated the cost.
 async fn insert(pool: &SqlitePool, batch: &[LogLine]) -> Result<(), sqlx::Error> {
-    let mut b = QueryBuilder::new("INSERT INTO log_lines (function_name, ts_ms, request_id, instance_id, stream, message, summary) ");
-    b.push_values(batch, |mut row, l| {
-        let ts = chrono::DateTime::parse_from_rfc3339(&l.time).map_or(0, |t| t.timestamp_millis());
-        row.push_bind(&l.function_name)
-            .push_bind(ts)
-            .push_bind(&l.request_id)
-            .push_bind(&l.instance_id)
-            .push_bind(l.stream)
-            .push_bind(&l.message)
-            .push_bind(l.summary.as_ref().map(|s| serde_json::to_string(s).expect("a summary serializes")));
-    });
-    b.build().execute(pool).await?;
-    Ok(())
+    let mut tx = pool.begin().await?;
+    for l in batch {
+        sqlx::query(
+            "INSERT INTO log_lines (function_name, ts_ms, request_id, instance_id, stream, message, summary) \
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&l.function_name)
+        .bind(l.ts_ms)
+        .bind(&l.request_id)
+        .bind(&l.instance_id)
+        .bind(l.stream)
+        .bind(&l.message)
+        .bind(l.summary.as_ref().map(|s| serde_json::to_string(s).expect("a summary serializes")))
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await
 }
 
 async fn writer(
@@ -269,11 +275,8 @@ async fn writer(
                 Err(_) => break,
             }
         }
-        // SQLite allows 32766 bound values per statement; 7 per line.
-        for chunk in batch.chunks(4000) {
-            if let Err(e) = insert(&pool, chunk).await {
-                tracing::warn!(lines = chunk.len(), "writing log lines: {e:#}");
-            }
+        if let Err(e) = insert(&pool, &batch).await {
+            tracing::warn!(lines = batch.len(), "writing log lines: {e:#}");
         }
     }
     pool.close().await;
@@ -286,9 +289,8 @@ mod tests {
     use crate::logstore::InvocationSummary;
 
     fn line(function: &str, ts_ms: i64, msg: &str) -> LogLine {
-        let time = rfc3339_ms(ts_ms);
         LogLine {
-            time,
+            ts_ms,
             function_name: function.into(),
             instance_id: "i".into(),
             request_id: "r".into(),

@@ -26,8 +26,8 @@ pub use summary::InvocationSummary;
 /// A line on its way into the store.
 #[derive(Debug, Clone)]
 pub struct LogLine {
-    /// RFC 3339 UTC, when the agent read the line.
-    pub time: String,
+    /// When the agent read the line, in Unix milliseconds.
+    pub ts_ms: i64,
     pub function_name: String,
     pub instance_id: String,
     /// Empty for lines printed outside any invocation (start-up output).

@@ -85,7 +85,7 @@ impl InvocationSummary {
     /// time order and store order agree); the invocation's own times are in the fields.
     pub fn into_line(self) -> LogLine {
         LogLine {
-            time: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            ts_ms: chrono::Utc::now().timestamp_millis(),
             function_name: self.function_name.clone(),
             instance_id: self.instance_id.clone(),
             request_id: self.request_id.clone(),
