@@ -126,13 +126,13 @@ pub fn settings(args: &DeployArgs, m: &Manifest, folder_name: Option<&str>) -> R
 }
 
 pub async fn run(ctx: &Ctx, args: DeployArgs) -> Result<(), CliError> {
+    // The folder first: a wrong path is the likeliest mistake and the clearest message.
+    let entries = pack::collect(&args.folder)?;
     let manifest = Manifest::read(&args.folder)?;
     let folder_name = std::fs::canonicalize(&args.folder)
         .ok()
         .and_then(|p| p.file_name().and_then(|n| n.to_str()).map(str::to_string));
     let (name, config) = settings(&args, &manifest, folder_name.as_deref())?;
-
-    let entries = pack::collect(&args.folder)?;
     if entries.is_empty() {
         return Err(CliError::Usage(format!("{}: nothing to deploy (every file is ignored)", args.folder.display())));
     }
