@@ -4,7 +4,8 @@
 //! Following uses the newest timestamp seen as the cursor: each poll asks for the lines at or
 //! after it and prints those not printed yet. Lines sharing the cursor's millisecond are told
 //! apart by counting each distinct line there, so a repeated line is printed as often as it
-//! was logged, and never twice.
+//! was logged, and never twice. Lines print in the store's order; when `--limit` cuts one
+//! millisecond's lines, its earlier ones show on the first poll, after the later ones.
 
 use std::collections::HashMap;
 use std::io::Write;
