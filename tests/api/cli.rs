@@ -178,17 +178,21 @@ async fn cli_deploys_invokes_follows_logs_redeploys_and_removes_a_function() {
     assert!(out.stdout.contains("status       Succeeded") && out.stdout.contains("result       LATER"), "{out:?}");
     let out = cli.run(&["tasks", "clifn"]).await.ok();
     assert!(out.stdout.starts_with("TASK ID") && out.stdout.contains(&task_id), "{out:?}");
+    // Stopping a finished task: the server's refusal, as is.
+    let out = cli.run(&["tasks", "stop", "clifn", &task_id]).await;
+    out.fails_with("InvalidArgument");
+    assert!(out.stderr.contains("has already finished (Succeeded)"), "{out:?}");
 
     // Logs: the function's lines, by text and by request id (they reach the store shortly
     // after the call returns).
-    eventually(Duration::from_secs(20), "the line shows in nubis logs", || async move {
+    eventually(Duration::from_secs(30), "the line shows in nubis logs", || async move {
         let cli = c;
         let out = cli.run(&["logs", "clifn", "--query", "hello from cli", "--since", "10m"]).await.ok();
         out.stdout.contains("hello from cli hi hello").then_some(())
     })
     .await;
     let rid = &piped_rid;
-    let page = eventually(Duration::from_secs(20), "the piped call's line", || async move {
+    let page = eventually(Duration::from_secs(30), "the piped call's line", || async move {
         let (cli, piped_rid) = (c, rid);
         let out = cli.run(&["logs", "clifn", "--request-id", piped_rid, "-o", "json"]).await.ok();
         let page = out.json();
@@ -201,7 +205,7 @@ async fn cli_deploys_invokes_follows_logs_redeploys_and_removes_a_function() {
     let mut follow = cli.command(&["logs", "clifn", "-f", "--interval", "0.2", "--query", "hello from cli"], Some((&cli.ak, &cli.sk))).spawn().unwrap();
     let mut lines = BufReader::new(follow.stdout.take().unwrap()).lines();
     cli.run(&["invoke", "clifn", "followed"]).await.ok();
-    tokio::time::timeout(Duration::from_secs(20), async {
+    tokio::time::timeout(Duration::from_secs(30), async {
         while let Some(l) = lines.next_line().await.unwrap() {
             if l.contains("hello from cli hi followed") {
                 return;
@@ -210,7 +214,7 @@ async fn cli_deploys_invokes_follows_logs_redeploys_and_removes_a_function() {
         panic!("logs -f ended");
     })
     .await
-    .expect("logs -f prints the new line within 20 s");
+    .expect("logs -f prints the new line within 30 s");
     follow.start_kill().unwrap();
     let _ = follow.wait().await;
 
