@@ -25,10 +25,13 @@
 //! - [`metrics`]: Prometheus counters and histograms, `/metrics`.
 //! - [`config`], [`telemetry`], [`server`], [`agentd`]: typed config, tracing, start-up and
 //!   ordered shutdown of `nubis server` and `nubis agent`.
+//! - [`cli`]: the user CLI (`nubis deploy`, `invoke`, `logs`, …), a signed client of any
+//!   Nubis endpoint.
 
 pub mod agent;
 pub mod agentd;
 pub mod api;
+pub mod cli;
 pub mod cluster;
 pub mod codestore;
 pub mod config;

@@ -1,4 +1,5 @@
-//! `nubis`: parse the command line, load config, run the chosen role.
+//! `nubis`: parse the command line, load config, run the chosen role, or run a client command
+//! (`nubis::cli`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -72,6 +73,10 @@ enum Command {
         #[command(subcommand)]
         command: AdminCommand,
     },
+    /// The client commands (deploy, invoke, logs, tasks, versions, aliases, functions,
+    /// configure): see `nubis::cli`.
+    #[command(flatten)]
+    Client(nubis::cli::Command),
 }
 
 #[derive(Subcommand)]
@@ -112,8 +117,14 @@ async fn shutdown_signal() {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    nubis::telemetry::init();
-    match Cli::parse().command {
+    let command = Cli::parse().command;
+    // No tracing subscriber for client commands: their stderr is for their own messages.
+    if !matches!(command, Command::Client(_)) {
+        nubis::telemetry::init();
+    }
+    match command {
+        // The exit status is the command's (0 or 1); stdout is already flushed.
+        Command::Client(c) => std::process::exit(nubis::cli::run(c).await),
         Command::Server { common, listen, node_id, roles, etcd } => {
             let mut cfg = load(&common)?;
             if let Some(l) = listen {

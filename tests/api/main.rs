@@ -18,6 +18,7 @@ mod timer_support;
 mod aliases;
 mod async_tasks;
 mod auth;
+mod cli;
 mod functions;
 mod http_triggers;
 mod invoke;
