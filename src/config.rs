@@ -14,9 +14,11 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
 mod cluster;
+mod console;
 mod storage;
 mod timers;
 pub use cluster::ClusterConfig;
+pub use console::ConsoleConfig;
 pub use timers::TimersConfig;
 pub use storage::{CodeStoreConfig, DatabaseConfig, redact_url_password};
 
@@ -36,6 +38,7 @@ pub struct Config {
     pub opensearch: OpenSearchConfig,
     pub cluster: ClusterConfig,
     pub timers: TimersConfig,
+    pub console: ConsoleConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -256,6 +256,7 @@ impl Server {
         }
         let listener = TcpListener::bind(cfg.server.listen).await.with_context(|| format!("binding {}", cfg.server.listen))?;
         let code_url_key = keyring.derived_key("code-links");
+        let cfg_samples_kept = cfg.console.samples_kept;
         let state = AppState {
             cfg,
             store,
@@ -271,7 +272,11 @@ impl Server {
             code_gc: Arc::default(),
             etcd,
             timers: timer_wake,
+            samples: Arc::new(crate::console::Samples::new(cfg_samples_kept)),
         };
+        if state.cfg.console.enabled {
+            crate::console::spawn_sampler(&state, &tracker, cancel.child_token());
+        }
         Ok(Self { listener, state, tracker, cancel, dispatch, stop_dispatch, timers, stop_timers, internal, stop_election })
     }
 

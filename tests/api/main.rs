@@ -16,6 +16,7 @@ mod timer_support;
 mod aliases;
 mod async_tasks;
 mod auth;
+mod console;
 mod functions;
 mod http_triggers;
 mod invoke;
