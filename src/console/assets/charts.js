@@ -5,6 +5,9 @@ import { api, h } from './lib.js';
 const COLORS = ['#2f5bd3', '#d92d20', '#f79009', '#12b76a', '#7a5af8'];
 export const RANGES = [['15m', 15], ['1h', 60], ['6h', 360], ['24h', 1440]];
 
+/** 20000 → 20k, 0.5 → 0.5: axis labels that fit. */
+const short = (v) => (Math.abs(v) >= 1e6 ? `${+(v / 1e6).toFixed(1)}M` : Math.abs(v) >= 1e4 ? `${+(v / 1e3).toFixed(1)}k` : `${+v.toFixed(2)}`);
+
 /** A line chart in `el`: xs in epoch seconds, series [{label, values}]. Returns the uPlot. */
 export function lineChart(el, title, xs, series, opts = {}) {
   const box = h('div', { class: 'chart', 'data-chart': title }, h('h3', {}, title));
@@ -13,7 +16,7 @@ export function lineChart(el, title, xs, series, opts = {}) {
   const u = new window.uPlot({
     width, height: 180,
     scales: { x: { time: true }, y: { range: (_, min, max) => [0, Math.max(opts.minMax ?? 1, max ?? 0) * 1.1] } },
-    axes: [{}, { size: 50, values: (_, ticks) => ticks.map((v) => (opts.unit ? `${+v.toFixed(1)}${opts.unit}` : +v.toFixed(1))) }],
+    axes: [{}, { size: 56, values: (_, ticks) => ticks.map(short) }],
     series: [{}, ...series.map((s, i) => ({ label: s.label, stroke: COLORS[i % COLORS.length], width: 2, spanGaps: false,
       fill: opts.fill ? COLORS[i % COLORS.length] + '22' : undefined, points: { show: xs.length < 80 } }))],
     legend: { live: false },

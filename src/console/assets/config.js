@@ -29,7 +29,7 @@ export function envEditor(current = {}) {
     rows.append(row);
   };
   for (const [k, v] of Object.entries(current)) add(k, v, isSecretName(k));
-  const el = h('div', {}, rows, h('button', { type: 'button', onclick: () => add() }, '+ variable'));
+  const el = h('div', {}, rows, h('button', { type: 'button', class: 'env-add', onclick: () => add() }, '+ variable'));
   el.read = () => {
     const out = {};
     for (const row of rows.children) {
