@@ -164,3 +164,85 @@ async fn console_in_a_browser() {
     b.quit().await;
     app.shutdown().await.unwrap();
 }
+
+/// The settings tabs: replace code from a folder's files (zipped in the page), an HTTP
+/// trigger, the async config, reserved concurrency, cordon and uncordon, and delete with the
+/// name typed to confirm.
+#[tokio::test]
+async fn console_settings_in_a_browser() {
+    let app = spawn_app().await;
+    let dir = shots();
+    let shot = |name: &str| dir.join(format!("{name}.png"));
+    assert_eq!(app.create_function(python_function("conf", PY_UPPER)).await.status, 200);
+    let folder = tempfile::tempdir().unwrap();
+    std::fs::create_dir(folder.path().join("code")).unwrap();
+    std::fs::write(folder.path().join("code/index.py"), "def handler(event, context):\n    return 'from a folder'\n").unwrap();
+    let base = app.url("");
+    let b = Browser::start().await;
+    b.resize(1280, 1100).await;
+    b.goto(&format!("{base}/console/login")).await;
+    b.fill("#ak", &app.ak).await;
+    b.fill("#sk", &app.sk).await;
+    b.click("#signin").await;
+    b.find("#fn-search").await;
+
+    // Code from a folder: the page zips its files.
+    b.goto(&format!("{base}/console/#/f/conf/code")).await;
+    b.fill("#code-form input[type=file][name=folder]", &folder.path().join("code").display().to_string()).await;
+    b.click("#code-form button[type=submit]").await;
+    eventually(std::time::Duration::from_secs(15), "the folder's code runs", || async {
+        let r = app.invoke("conf", b"x", &[]).await;
+        (r.text() == "from a folder").then_some(())
+    })
+    .await;
+
+    // An HTTP trigger.
+    b.goto(&format!("{base}/console/#/f/conf/triggers")).await;
+    b.fill("#trigger-form [name=triggerName]", "web").await;
+    b.click("#trigger-form button[type=submit]").await;
+    b.wait("the trigger", "document.body.innerText.includes('anonymous')").await;
+    assert_eq!(app.json_request("GET", "/2023-03-30/functions/conf/triggers/web", "", None).await.status, 200);
+    b.screenshot(&shot("13-triggers")).await;
+
+    // Async config: a bad value shows the API's error under its field, a good one is stored.
+    b.goto(&format!("{base}/console/#/f/conf/async")).await;
+    b.fill("#async-form [name=retries]", "99").await;
+    b.click("#async-form button[type=submit]").await;
+    let e = b.wait("the retries error", "document.querySelector('#async-form [data-field=maxAsyncRetryAttempts] .field-err').innerText").await;
+    assert!(e.as_str().unwrap().starts_with("maxAsyncRetryAttempts"), "{e}");
+    b.fill("#async-form [name=retries]", "1").await;
+    b.click("#async-form button[type=submit]").await;
+    b.wait("the stored config", "document.body.innerText.includes('Configured.')").await;
+    let c = app.json_request("GET", "/2023-03-30/functions/conf/async-invoke-config", "", None).await.json();
+    assert_eq!(c["maxAsyncRetryAttempts"], 1);
+    b.screenshot(&shot("14-async-config")).await;
+
+    // Reserved concurrency.
+    b.goto(&format!("{base}/console/#/f/conf/scaling")).await;
+    b.fill("#concurrency-form [name=reserved]", "3").await;
+    b.click("#concurrency-form button[type=submit]").await;
+    b.wait("the reservation", "document.body.innerText.includes('Reserved: 3')").await;
+    b.screenshot(&shot("15-scaling")).await;
+
+    // Cordon and uncordon this node.
+    b.goto(&format!("{base}/console/#/nodes")).await;
+    b.click("[data-node] button").await;
+    b.wait("cordoned", "document.body.innerText.includes('cordoned')").await;
+    let nodes = app.json_request("GET", "/nubis/admin/v1/nodes", "", None).await.json();
+    assert_eq!(nodes["nodes"][0]["cordoned"], true);
+    b.click("[data-node] button").await;
+    b.wait("schedulable again", "document.body.innerText.includes('schedulable')").await;
+
+    // Delete: refused until the name is typed.
+    b.goto(&format!("{base}/console/#/f/conf/overview")).await;
+    b.click("#delete-confirm ~ button").await;
+    b.wait("the confirm hint", "document.body.innerText.includes('to delete it')").await;
+    assert_eq!(app.get_function("conf").await.status, 200);
+    app.json_request("DELETE", "/2023-03-30/functions/conf/triggers/web", "", None).await;
+    b.fill("#delete-confirm", "conf").await;
+    b.click("#delete-confirm ~ button").await;
+    b.wait("the list", "location.hash === '#/functions'").await;
+    assert_eq!(app.get_function("conf").await.status, 404);
+    b.quit().await;
+    app.shutdown().await.unwrap();
+}
