@@ -11,7 +11,8 @@ set -euo pipefail
 
 RUN=${NUBIS_RUN_DIR:-/tmp/nubis-run}
 DOCKERD_WAIT=${DOCKERD_WAIT:-60}
-PACKAGES=(docker.io debootstrap protobuf-compiler pkg-config python3-venv curl ca-certificates gcc g++)
+# chromium + chromium-driver: the console's browser tests (tests/api/console_browser.rs, WebDriver).
+PACKAGES=(docker.io debootstrap protobuf-compiler pkg-config python3-venv curl ca-certificates gcc g++ chromium chromium-driver)
 
 log() { echo "[install-deps] $*"; }
 die() { echo "[install-deps] ERROR: $*" >&2; exit 1; }

@@ -14,10 +14,12 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
 mod cluster;
+mod console;
 mod kafka_triggers;
 mod storage;
 mod timers;
 pub use cluster::ClusterConfig;
+pub use console::ConsoleConfig;
 pub use kafka_triggers::KafkaTriggersConfig;
 pub use timers::TimersConfig;
 pub use storage::{CodeStoreConfig, DatabaseConfig, redact_url_password};
@@ -39,6 +41,7 @@ pub struct Config {
     pub cluster: ClusterConfig,
     pub timers: TimersConfig,
     pub kafka_triggers: KafkaTriggersConfig,
+    pub console: ConsoleConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -22,6 +22,7 @@
 //! - [`codestore`]: code packages in object storage (object_store: a local directory or S3),
 //!   zip checks and unpacking.
 //! - [`logstore`]: per-invocation log records.
+//! - [`console`]: the admin web console: sign-in sessions, the embedded front end, chart series.
 //! - [`metrics`]: Prometheus counters and histograms, `/metrics`.
 //! - [`config`], [`telemetry`], [`server`], [`agentd`]: typed config, tracing, start-up and
 //!   ordered shutdown of `nubis server` and `nubis agent`.
@@ -35,6 +36,7 @@ pub mod cli;
 pub mod cluster;
 pub mod codestore;
 pub mod config;
+pub mod console;
 pub mod dispatcher;
 pub mod invoker;
 pub mod logstore;

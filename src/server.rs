@@ -263,6 +263,7 @@ impl Server {
         }
         let listener = TcpListener::bind(cfg.server.listen).await.with_context(|| format!("binding {}", cfg.server.listen))?;
         let code_url_key = keyring.derived_key("code-links");
+        let cfg_samples_kept = cfg.console.samples_kept;
         let state = AppState {
             cfg,
             store,
@@ -279,7 +280,11 @@ impl Server {
             etcd,
             timers: timer_wake,
             kafka_triggers: EngineWake::default(),
+            samples: Arc::new(crate::console::Samples::new(cfg_samples_kept)),
         };
+        if state.cfg.console.enabled {
+            crate::console::spawn_sampler(&state, &tracker, cancel.child_token());
+        }
         let (kafka_triggers, stop_kafka_triggers) = (TaskTracker::new(), CancellationToken::new());
         if state.cfg.kafka_triggers.enabled {
             // Idle unless this process places instances (leads, in a cluster).

@@ -10,6 +10,7 @@ use utoipa::ToSchema;
 
 use super::auth::AuthError;
 use crate::codestore::CodeStoreError;
+use crate::console::ConsoleError;
 use crate::codestore::package::PackageError;
 use crate::logstore::LogStoreError;
 use crate::model::ValidationError;
@@ -142,6 +143,22 @@ impl From<StoreError> for ApiError {
             | StoreError::MigrationLock(_)) => {
                 Self::internal(e)
             }
+        }
+    }
+}
+
+impl From<ConsoleError> for ApiError {
+    fn from(e: ConsoleError) -> Self {
+        let msg = e.to_string();
+        match e {
+            ConsoleError::NotSignedIn => Self::new(StatusCode::UNAUTHORIZED, "NotSignedIn", msg),
+            ConsoleError::SessionExpired => Self::new(StatusCode::UNAUTHORIZED, "SessionExpired", msg),
+            ConsoleError::BadCredentials => Self::new(StatusCode::UNAUTHORIZED, "InvalidCredentials", msg),
+            ConsoleError::CsrfMissing | ConsoleError::CsrfMismatch => Self::new(StatusCode::FORBIDDEN, "InvalidCsrfToken", msg),
+            ConsoleError::Invalid(m) => Self::invalid(m),
+            ConsoleError::Store(e) => e.into(),
+            ConsoleError::Keys(super::keys::KeyError::Store(e)) => e.into(),
+            ConsoleError::Keys(e) => Self::internal(e),
         }
     }
 }

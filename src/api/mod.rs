@@ -3,7 +3,8 @@
 //! triggers (`/http/...`, `/http-intranet/...`: `crate::triggers::http`, their own auth).
 //!
 //! Layers, outermost first: request id (every response carries `x-fc-request-id`, every error
-//! body its `RequestId`) → signature check (FC routes only) → handler. The OpenAPI document
+//! body its `RequestId`) → signature check, or a console session (FC routes only, see
+//! [`authenticate`]) → handler. The console's pages and JSON are merged in from `crate::console`. The OpenAPI document
 //! is built from the same route table (utoipa-axum), so it cannot drift from what is served.
 
 pub mod aliases;
@@ -78,6 +79,8 @@ pub struct AppState {
     pub timers: crate::triggers::timer::TimerWake,
     /// Wakes the Kafka trigger engine likewise.
     pub kafka_triggers: crate::triggers::EngineWake,
+    /// The console's samples of the node table (its monitoring charts).
+    pub samples: Arc<crate::console::Samples>,
 }
 
 /// A cache entry and when it was stored.
@@ -251,6 +254,7 @@ pub fn router(state: AppState) -> Router {
         .route("/nubis/code/{name}", get(code::download))
         // HTTP triggers: outside the signature layer (a trigger checks its own auth).
         .merge(crate::triggers::http::routes())
+        .merge(if state.cfg.console.enabled { crate::console::routes() } else { Router::new() })
         .route("/metrics", get(metrics))
         .fallback(path_not_supported)
         .method_not_allowed_fallback(path_not_supported)
@@ -290,11 +294,25 @@ async fn metrics(State(st): State<AppState>) -> Response {
     ([("content-type", "text/plain; version=0.0.4")], st.metrics.render()).into_response()
 }
 
-/// Buffer the body (its hash is part of the signature), then verify the signature. The
-/// body limit depends on the route: invocations carry at most the sync payload limit,
-/// everything else at most a base64 code zip plus its JSON.
+/// Authenticate an FC request: an ACS3 signature, or a console session. A request with an
+/// `Authorization` header is always judged by its signature; one without it but with the
+/// console's cookie by the session, and a change then needs the session's CSRF header too
+/// (`crate::console::session`): cookie auth is never enough for a change on its own.
 async fn authenticate(State(state): State<AppState>, req: Request, next: Next) -> Result<Response, ApiError> {
     let (parts, body) = req.into_parts();
+    if state.cfg.console.enabled
+        && !parts.headers.contains_key("authorization")
+        && crate::console::session::cookie_token(&parts.headers).is_some()
+    {
+        crate::console::session::authenticate(&state, &parts.method, &parts.headers).await?;
+        let bytes = read_body(&state, &parts, body).await?;
+        return Ok(next.run(Request::from_parts(parts, Body::from(bytes))).await);
+    }
+    verify_signature(state, parts, body, next).await
+}
+
+/// Buffer the body (its hash is part of the signature), then verify the signature.
+async fn verify_signature(state: AppState, parts: axum::http::request::Parts, body: Body, next: Next) -> Result<Response, ApiError> {
     // Refuse unknown or missing keys before reading a (possibly large) body.
     let header = parts.headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or("");
     let secret = match auth::parse_authorization(header) {
@@ -315,21 +333,7 @@ async fn authenticate(State(state): State<AppState>, req: Request, next: Next) -
         // Produces the right error (missing header, malformed, unknown key) without the body.
         auth::verify(&rp, |_| None, chrono::Utc::now(), state.cfg.auth.max_clock_skew())?;
     }
-    let limits = &state.cfg.limits;
-    let (limit, what) = if parts.uri.path().ends_with("/invocations") {
-        (limits.max_sync_payload_bytes, "invocation payload")
-    } else {
-        ((limits.max_code_zip_bytes as usize) / 3 * 4 + (1 << 20), "request body")
-    };
-    let declared = parts.headers.get("content-length").and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > limit) {
-        return Err(ApiError::too_large(what, limit));
-    }
-    let bytes = axum::body::to_bytes(body, limit).await.map_err(|e| {
-        let too_large = std::error::Error::source(&e)
-            .is_some_and(|s| s.downcast_ref::<http_body_util::LengthLimitError>().is_some());
-        if too_large { ApiError::too_large(what, limit) } else { ApiError::invalid(format!("reading request body: {e}")) }
-    })?;
+    let bytes = read_body(&state, &parts, body).await?;
     let hash = auth::sha256_hex(&bytes);
     let rp = auth::RequestParts {
         method: &parts.method,
@@ -340,6 +344,26 @@ async fn authenticate(State(state): State<AppState>, req: Request, next: Next) -
     };
     auth::verify(&rp, |_| secret, chrono::Utc::now(), state.cfg.auth.max_clock_skew())?;
     Ok(next.run(Request::from_parts(parts, Body::from(bytes))).await)
+}
+
+/// The body, up to the route's limit: invocations carry at most the sync payload limit,
+/// everything else at most a base64 code zip plus its JSON.
+async fn read_body(state: &AppState, parts: &axum::http::request::Parts, body: Body) -> Result<bytes::Bytes, ApiError> {
+    let limits = &state.cfg.limits;
+    let (limit, what) = if parts.uri.path().ends_with("/invocations") {
+        (limits.max_sync_payload_bytes, "invocation payload")
+    } else {
+        ((limits.max_code_zip_bytes as usize) / 3 * 4 + (1 << 20), "request body")
+    };
+    let declared = parts.headers.get("content-length").and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(ApiError::too_large(what, limit));
+    }
+    axum::body::to_bytes(body, limit).await.map_err(|e| {
+        let too_large = std::error::Error::source(&e)
+            .is_some_and(|s| s.downcast_ref::<http_body_util::LengthLimitError>().is_some());
+        if too_large { ApiError::too_large(what, limit) } else { ApiError::invalid(format!("reading request body: {e}")) }
+    })
 }
 
 /// The base URL clients reach this server at: `server.public_url`, else `http://` and the

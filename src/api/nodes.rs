@@ -27,7 +27,7 @@ fn node_not_found(id: &str) -> ApiError {
 }
 
 /// The node table, from this process or from the leader.
-async fn table(st: &AppState) -> Result<Vec<NodeView>, ApiError> {
+pub(crate) async fn table(st: &AppState) -> Result<Vec<NodeView>, ApiError> {
     if st.rm.is_leading() {
         return Ok(st.rm.nodes());
     }

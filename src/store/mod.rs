@@ -5,7 +5,8 @@
 //! (frozen config and code checksum) and aliases (`versions.rs`, `aliases.rs`); provision
 //! configs (`scaling.rs`: the instances to keep, not the instances); triggers (`triggers.rs`:
 //! their configs verbatim) and the one piece of an engine's state that must outlive a process,
-//! each timer trigger's last tick (`timers.rs`); async invoke configs and task records
+//! each timer trigger's last tick (`timers.rs`); console sign-in sessions (`sessions.rs`); async
+//! invoke configs and task records
 //! (`async_tasks`); with SQLite, also the embedded queue's messages
 //! (`crate::queue::embedded`, same database).
 //! What is not: instances, slots, log capture state; they are rebuilt from the agents at start
@@ -38,6 +39,7 @@ mod async_tasks;
 mod errors;
 mod functions;
 mod scaling;
+mod sessions;
 pub(crate) mod sql;
 mod timers;
 mod triggers;
@@ -45,6 +47,7 @@ mod versions;
 
 pub use aliases::{AliasWrite, DeleteAlias};
 pub use scaling::ProvisionWrite;
+pub use sessions::SessionRow;
 pub use timers::TimerRecord;
 pub use triggers::TriggerWrite;
 pub use async_tasks::{TaskChange, TaskQuery};

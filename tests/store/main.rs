@@ -48,6 +48,7 @@ conformance!(
     functions::functions_page_by_prefix_in_code_point_order,
     functions::code_references_count_sharing_functions,
     keys::access_keys_insert_get_count,
+    keys::console_sessions_insert_get_expire,
     async_tasks::insert_get_and_duplicates,
     async_tasks::list_filters_and_pages_both_ways,
     async_tasks::transitions_are_guarded_and_recorded,
