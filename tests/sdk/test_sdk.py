@@ -523,6 +523,29 @@ def test_async_duplicate_task_id():
     expect_error(lambda: invoke_async(FN_WORKER, b"x", "9starts-with-digit"), "InvalidArgument", 400)
 
 
+def invoke_keyed(name, payload, task_id, key):
+    """Async invoke with a Nubis ordering key, passed the SDK's way for extra headers."""
+    headers = fc_models.InvokeFunctionHeaders(x_fc_invocation_type="Async", x_fc_async_task_id=task_id,
+                                              common_headers={"x-nubis-ordering-key": key})
+    resp = CLIENT.invoke_function_with_options(name, fc_models.InvokeFunctionRequest(body=payload), headers, RuntimeOptions())
+    return resp, read_body(resp)
+
+
+def test_async_ordering_key():
+    # x-nubis-ordering-key (a Nubis extension): one key's events run one at a time, in order.
+    ids = [f"ordered_{i}" for i in range(3)]
+    for i, tid in enumerate(ids):
+        resp, body = invoke_keyed(FN_WORKER, f"ordered {i}".encode(), tid, "sdk key/1")
+        assert resp.status_code == 202, f"status {resp.status_code}, body {body[:300]!r}"
+    tasks = [wait_task(FN_WORKER, tid) for tid in ids]
+    assert [t.status for t in tasks] == ["Succeeded"] * 3, [(t.task_id, t.status) for t in tasks]
+    for before, after in zip(tasks, tasks[1:]):
+        started = next(e.timestamp for e in after.events if e.status == "Running")
+        assert started >= before.events[-1].timestamp, \
+            f"{after.task_id} started at {started}, before {before.task_id} ended at {before.events[-1].timestamp}"
+    expect_error(lambda: invoke_keyed(FN_WORKER, b"x", None, "k" * 257), "InvalidArgument", 400)
+
+
 def test_async_get_task_errors():
     expect_error(lambda: get_task(FN_WORKER, "nosuchtask_" + RUN_ID), "AsyncTaskNotFound", 404)
     expect_error(lambda: get_task(ASYNC_PREFIX + "missing", TASK_OK), "FunctionNotFound", 404)
@@ -946,6 +969,7 @@ TESTS = [
     test_async_create_functions,
     test_async_invoke_and_get_task,
     test_async_duplicate_task_id,
+    test_async_ordering_key,
     test_async_get_task_errors,
     test_async_invoke_config,
     test_async_destination_on_success,
