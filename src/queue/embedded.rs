@@ -7,7 +7,7 @@
 //! matches `id AND lease_token`, so a receiver whose message went to someone else after its
 //! lease ran out gets [`QueueError::LeaseLost`] instead of acting on a message it no longer owns.
 //!
-//! Ordering groups (migration 0005): a message enqueued while its group already has one is
+//! Ordering groups (migration 0008): a message enqueued while its group already has one is
 //! *parked* (`visible_at_ms` = [`PARKED`]), so receive never sees it; acking a group's head
 //! deletes it and, in the same transaction, makes the group's next message (lowest id) visible.
 //! So exactly one message per group, its oldest, is ever visible or leased, and ids (never
