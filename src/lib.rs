@@ -22,12 +22,14 @@
 //!   zip checks and unpacking.
 //! - [`logstore`]: per-invocation log records.
 //! - [`metrics`]: Prometheus counters and histograms, `/metrics`.
+//! - [`clock`]: the epoch-ms clock of task events (never goes backwards in a process).
 //! - [`config`], [`telemetry`], [`server`], [`agentd`]: typed config, tracing, start-up and
 //!   ordered shutdown of `nubis server` and `nubis agent`.
 
 pub mod agent;
 pub mod agentd;
 pub mod api;
+pub mod clock;
 pub mod cluster;
 pub mod codestore;
 pub mod config;

@@ -128,8 +128,10 @@ impl Origin {
     }
 }
 
+/// Epoch ms of task events (and of everything compared with them): [`crate::clock::now_ms`],
+/// so a wall clock stepped back cannot stamp an event older than one it followed.
 pub fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
+    crate::clock::now_ms()
 }
 
 /// Accept one async invocation without an ordering key; see [`submit_event`].
@@ -333,7 +335,17 @@ impl Dispatcher {
             };
         };
         let span = tracing::info_span!("async", request_id = %msg.request_id, task_id = %msg.task_id, function = %msg.function_name);
-        match self.try_handle(&d, &msg, cancel).instrument(span).await {
+        // A keyed event's delivery and what became of it, by lease (Finished or Dropped: acked,
+        // so the key's next event may be delivered from now on): from a debug log these two
+        // lines tell whether a key's events ever overlapped, and which ack released the next.
+        if let Some(group) = &d.group {
+            span.in_scope(|| tracing::debug!(delivery = %d.id, group, deliveries = d.deliveries, "keyed event delivered"));
+        }
+        let outcome = self.try_handle(&d, &msg, cancel).instrument(span.clone()).await;
+        if let Some(group) = &d.group {
+            span.in_scope(|| tracing::debug!(delivery = %d.id, group, outcome = ?outcome.as_ref().ok(), "keyed event handled"));
+        }
+        match outcome {
             Ok(o) => o,
             Err(e) => {
                 tracing::warn!(message = %d.id, "async dispatch interrupted, the message will return: {e}");
