@@ -24,6 +24,7 @@
 //! - [`logstore`]: per-invocation log records.
 //! - [`console`]: the admin web console: sign-in sessions, the embedded front end, chart series.
 //! - [`metrics`]: Prometheus counters and histograms, `/metrics`.
+//! - [`clock`]: the epoch-ms clock of task events (never goes backwards in a process).
 //! - [`config`], [`telemetry`], [`server`], [`agentd`]: typed config, tracing, start-up and
 //!   ordered shutdown of `nubis server` and `nubis agent`.
 //! - [`cli`]: the user CLI (`nubis deploy`, `invoke`, `logs`, …), a signed client of any
@@ -33,6 +34,7 @@ pub mod agent;
 pub mod agentd;
 pub mod api;
 pub mod cli;
+pub mod clock;
 pub mod cluster;
 pub mod codestore;
 pub mod config;

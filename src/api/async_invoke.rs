@@ -15,7 +15,9 @@ use super::functions::load;
 use super::qualifier::resolve_for_read;
 use super::{AppState, no_content, paging};
 use crate::dispatcher::{self, DispatchError};
-use crate::model::async_task::{AsyncConfig, DestinationTarget, TaskStatus, is_valid_task_id, new_task_id};
+use crate::model::async_task::{
+    AsyncConfig, DestinationTarget, ORDERING_KEY_HEADER, OrderingKey, TaskStatus, is_valid_task_id, new_task_id,
+};
 use crate::store::{StoreError, TaskQuery};
 
 
@@ -39,10 +41,24 @@ pub async fn accept(st: &AppState, name: &str, qualifier: &str, headers: &Header
         Some(id) if is_valid_task_id(id) => id.to_string(),
         Some(_) => return Err(ApiError::invalid("x-fc-async-task-id must match ^[A-Za-z_][A-Za-z0-9_-]{0,127}$")),
     };
+    // Bytes that are not even text fail the same check as any other bad key.
+    let ordering_key = headers
+        .get(ORDERING_KEY_HEADER)
+        .map(|v| OrderingKey::parse(ORDERING_KEY_HEADER, std::str::from_utf8(v.as_bytes()).unwrap_or("\u{fffd}")))
+        .transpose()?;
     // No read for duplicates first: the task row's key refuses them, and the message queued
     // before that is recognised as a ghost (another request id) and dropped by the dispatcher.
     let request_id = current_request_id();
-    match dispatcher::submit(&st.store, st.queue.as_ref(), name, qualifier, &task_id, &request_id, &body, dispatcher::Origin::Invoke).await {
+    let ev = dispatcher::NewEvent {
+        function: name,
+        qualifier,
+        task_id: &task_id,
+        request_id: &request_id,
+        payload: &body,
+        ordering_key: ordering_key.as_ref(),
+        origin: dispatcher::Origin::Invoke,
+    };
+    match dispatcher::submit_event(&st.store, st.queue.as_ref(), &ev).await {
         Ok(()) => {}
         Err(DispatchError::Store(StoreError::AlreadyExists)) => return Err(task_exists(&task_id)),
         Err(e) => return Err(e.into()),

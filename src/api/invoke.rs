@@ -90,7 +90,8 @@ fn failed(e: AgentError) -> Response {
     params(("functionName" = String, Path), InvokeParams,
         ("x-fc-invocation-type" = Option<String>, Header, description = "Sync (default) or Async"),
         ("x-fc-log-type" = Option<String>, Header, description = "None (default) or Tail"),
-        ("x-fc-async-task-id" = Option<String>, Header, description = "Async: the task id (generated if absent)")),
+        ("x-fc-async-task-id" = Option<String>, Header, description = "Async: the task id (generated if absent)"),
+        ("x-nubis-ordering-key" = Option<String>, Header, description = "Async (Nubis extension): events of the function with the same key (1-256 printable ASCII characters) run one at a time, in accept order")),
     request_body(content = Vec<u8>, content_type = "application/octet-stream"),
     responses(
         (status = 200, description = "The function's result; with x-fc-error-type when the function failed"),

@@ -7,6 +7,15 @@
 //! state is recorded (and its destination delivered). A dispatcher that dies, or a lease that
 //! runs out, returns the message to the queue; the next delivery records a `re-delivered`
 //! event on the task, so every duplicate execution is visible in its history.
+//!
+//! Ordering keys: an event submitted with an ordering key joins the queue's ordering group of
+//! (function, key), so the queue hands out that key's events one at a time, in accept order,
+//! the next only after the previous one's message is acked, i.e. after its task is final.
+//! Here, a keyed event whose task is found `Running` or `Stopping` (an earlier attempt never
+//! recorded its outcome: its dispatcher died, or lost the message to a rebalance while the
+//! attempt may still run) waits until that attempt's deadline before it runs again, and a keyed
+//! attempt starts only through a guarded transition that one contender alone can win. See
+//! docs/architecture.md, "Ordering keys", for the guarantee and its limits.
 
 pub mod destinations;
 
@@ -24,7 +33,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::DispatcherConfig;
 use crate::invoker::{self, InvokeFailure};
-use crate::model::async_task::{AsyncConfig, AsyncTask, TaskStatus};
+use crate::model::async_task::{AsyncConfig, AsyncTask, OrderingKey, TaskStatus};
 use crate::model::FunctionRecord;
 use crate::model::version::Qualifier;
 use crate::queue::{Delivery, Queue, QueueError, QueueMessage};
@@ -63,6 +72,37 @@ pub struct AsyncMessage {
     /// Who submitted it (absent in messages from before the field: an invoke).
     #[serde(default, skip_serializing_if = "Origin::is_invoke")]
     pub origin: Origin,
+    /// Events of the function with the same key run one at a time, in accept order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ordering_key: Option<String>,
+}
+
+/// One async invocation to accept: what [`submit_event`] queues and records.
+#[derive(Debug, Clone, Copy)]
+pub struct NewEvent<'a> {
+    pub function: &'a str,
+    /// As the caller named it (LATEST, a version id or an alias); resolved when it runs.
+    pub qualifier: &'a str,
+    pub task_id: &'a str,
+    pub request_id: &'a str,
+    pub payload: &'a [u8],
+    /// The event runs after every earlier-accepted event of the function with the same key has
+    /// finished, and before any later one starts (docs/architecture.md, "Ordering keys").
+    pub ordering_key: Option<&'a OrderingKey>,
+    pub origin: Origin,
+}
+
+/// How long a keyed event found `Running` (an earlier attempt whose outcome was never
+/// recorded) waits at most between two looks at its task, while that attempt may still run.
+const PREVIOUS_ATTEMPT_RECHECK: Duration = Duration::from_secs(1);
+/// Beyond the function's timeout, the time an attempt may take to really end: the instance is
+/// removed after a timeout, and controllers' clocks may differ a little.
+const ATTEMPT_END_GRACE_MS: i64 = 5_000;
+
+/// The queue's ordering group of a function's key. Function names have no '/', so no two
+/// (function, key) pairs share a group.
+pub fn ordering_group(function: &str, key: &str) -> String {
+    format!("{function}/{key}")
 }
 
 /// What submitted an async invocation.
@@ -88,18 +128,13 @@ impl Origin {
     }
 }
 
+/// Epoch ms of task events (and of everything compared with them): [`crate::clock::now_ms`],
+/// so a wall clock stepped back cannot stamp an event older than one it followed.
 pub fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
+    crate::clock::now_ms()
 }
 
-/// Accept one async invocation: queue the message durably, then record the task (status
-/// Enqueued). Order matters: a crash between the two leaves a message without a task, which
-/// the dispatcher repairs; the reverse would leave a task nobody runs.
-///
-/// A task id the function already has is refused with `Store(AlreadyExists)` after the
-/// message was queued; that message is then a ghost (its request id is not the task's) and the
-/// dispatcher drops it. So submitting one task id twice, with distinct request ids, runs it
-/// once: the timer engine relies on this for its deterministic per-tick ids.
+/// Accept one async invocation without an ordering key; see [`submit_event`].
 pub async fn submit(
     store: &Store,
     queue: &dyn Queue,
@@ -110,19 +145,36 @@ pub async fn submit(
     payload: &[u8],
     origin: Origin,
 ) -> Result<(), DispatchError> {
+    let ev = NewEvent { function, qualifier, task_id, request_id, payload, ordering_key: None, origin };
+    submit_event(store, queue, &ev).await
+}
+
+/// Accept one async invocation: queue the message durably, then record the task (status
+/// Enqueued). Order matters: a crash between the two leaves a message without a task, which
+/// the dispatcher repairs; the reverse would leave a task nobody runs. A keyed event's place
+/// among its key's events is fixed when the queue takes the message, so an event accepted
+/// (this returned) before another of its key was submitted runs before it.
+///
+/// A task id the function already has is refused with `Store(AlreadyExists)` after the
+/// message was queued; that message is then a ghost (its request id is not the task's) and the
+/// dispatcher drops it. So submitting one task id twice, with distinct request ids, runs it
+/// once: the timer engine relies on this for its deterministic per-tick ids.
+pub async fn submit_event(store: &Store, queue: &dyn Queue, ev: &NewEvent<'_>) -> Result<(), DispatchError> {
     let now = now_ms();
     let msg = AsyncMessage {
-        function_name: function.to_string(),
-        qualifier: qualifier.to_string(),
-        task_id: task_id.to_string(),
-        request_id: request_id.to_string(),
-        payload: base64::engine::general_purpose::STANDARD.encode(payload),
+        function_name: ev.function.to_string(),
+        qualifier: ev.qualifier.to_string(),
+        task_id: ev.task_id.to_string(),
+        request_id: ev.request_id.to_string(),
+        payload: base64::engine::general_purpose::STANDARD.encode(ev.payload),
         enqueued_ms: now,
-        origin,
+        origin: ev.origin,
+        ordering_key: ev.ordering_key.map(|k| k.as_str().to_string()),
     };
     let body = serde_json::to_vec(&msg).expect("message serializes");
-    queue.enqueue(QueueMessage { key: function.to_string(), body }).await?;
-    store.insert_task(&new_task(&msg, payload.to_vec(), "accepted")).await?;
+    let group = ev.ordering_key.map(|k| ordering_group(ev.function, k.as_str()));
+    queue.enqueue(QueueMessage { group, ..QueueMessage::new(ev.function, body) }).await?;
+    store.insert_task(&new_task(&msg, ev.payload.to_vec(), "accepted")).await?;
     Ok(())
 }
 
@@ -148,6 +200,7 @@ fn new_task(msg: &AsyncMessage, payload: Vec<u8>, detail: &str) -> AsyncTask {
             timestamp: msg.enqueued_ms,
             event_detail: detail.to_string(),
         }],
+        ordering_key: msg.ordering_key.clone(),
     }
 }
 
@@ -282,7 +335,17 @@ impl Dispatcher {
             };
         };
         let span = tracing::info_span!("async", request_id = %msg.request_id, task_id = %msg.task_id, function = %msg.function_name);
-        match self.try_handle(&d, &msg, cancel).instrument(span).await {
+        // A keyed event's delivery and what became of it, by lease (Finished or Dropped: acked,
+        // so the key's next event may be delivered from now on): from a debug log these two
+        // lines tell whether a key's events ever overlapped, and which ack released the next.
+        if let Some(group) = &d.group {
+            span.in_scope(|| tracing::debug!(delivery = %d.id, group, deliveries = d.deliveries, "keyed event delivered"));
+        }
+        let outcome = self.try_handle(&d, &msg, cancel).instrument(span.clone()).await;
+        if let Some(group) = &d.group {
+            span.in_scope(|| tracing::debug!(delivery = %d.id, group, outcome = ?outcome.as_ref().ok(), "keyed event handled"));
+        }
+        match outcome {
             Ok(o) => o,
             Err(e) => {
                 tracing::warn!(message = %d.id, "async dispatch interrupted, the message will return: {e}");
@@ -354,6 +417,19 @@ impl Dispatcher {
             s.queue.ack(d).await?;
             return Ok(HandleOutcome::Dropped);
         }
+        // A keyed event found Running or Stopping is a re-delivery while an earlier attempt may
+        // still be running (its dispatcher lost the message, e.g. to a rebalance, and cannot be
+        // told): look again until that attempt has recorded its outcome or must have ended.
+        // Going on earlier could overlap it, or (Stopping) let the key's next event start.
+        let keyed = msg.ordering_key.is_some();
+        if keyed
+            && matches!(task.status, TaskStatus::Running | TaskStatus::Stopping)
+            && let Some(wait) = previous_attempt_wait(&task, f.config.timeout, now_ms())
+        {
+            tracing::debug!(status = %task.status, "keyed event delivered again while an earlier attempt may still run: waiting");
+            s.queue.retry_after(d, wait).await?;
+            return Ok(HandleOutcome::Requeued);
+        }
         if task.status == TaskStatus::Stopping {
             self.finish(&task, TaskStatus::Stopped, "stopped before it ran", None, None).await?;
             s.queue.ack(d).await?;
@@ -414,8 +490,24 @@ impl Dispatcher {
                 &format!("{REDELIVERED} (delivery {}): the previous attempt ended without a recorded outcome", d.deliveries),
             )
         };
-        let recorded = s.store.transition_task(&task.function_name, &task.task_id, &waiting, &first).await?
-            || s.store.transition_task(&task.function_name, &task.task_id, &[TaskStatus::Running], &repeat).await?;
+        let (function, id) = (&task.function_name, &task.task_id);
+        let recorded = if !keyed {
+            s.store.transition_task(function, id, &waiting, &first).await?
+                || s.store.transition_task(function, id, &[TaskStatus::Running], &repeat).await?
+        } else if task.status == TaskStatus::Running {
+            // Past the previous attempt's deadline. Only if nothing changed since the snapshot,
+            // so of two deliveries holding the same snapshot, one alone runs.
+            let repeat = TaskChange { expected_events: u32::try_from(task.events.len()).ok(), ..repeat };
+            s.store.transition_task(function, id, &[TaskStatus::Running], &repeat).await?
+        } else {
+            s.store.transition_task(function, id, &waiting, &first).await?
+        };
+        if !recorded && keyed {
+            // Another delivery started it, or it was stopped or finished meanwhile: decide
+            // again from its state as it is now (never run beside another attempt).
+            s.queue.retry_after(d, Duration::ZERO).await?;
+            return Ok(HandleOutcome::Requeued);
+        }
         if !recorded {
             // Stopped or finished in the meantime.
             s.queue.ack(d).await?;
@@ -572,6 +664,15 @@ impl Dispatcher {
     }
 }
 
+/// For a keyed event whose task shows an attempt without a recorded outcome: how long to wait
+/// before looking at the task again, or None once that attempt must have ended (its last
+/// `Running` event + the function's timeout + [`ATTEMPT_END_GRACE_MS`]).
+fn previous_attempt_wait(task: &AsyncTask, timeout_secs: u32, now_ms: i64) -> Option<Duration> {
+    let started = task.events.iter().rev().find(|e| e.status == TaskStatus::Running)?.timestamp;
+    let left = started + i64::from(timeout_secs) * 1000 + ATTEMPT_END_GRACE_MS - now_ms;
+    (left > 0).then(|| Duration::from_millis(left as u64).min(PREVIOUS_ATTEMPT_RECHECK))
+}
+
 fn change(status: TaskStatus, detail: &str) -> TaskChange {
     TaskChange { status: Some(status), event_detail: detail.to_string(), at_ms: now_ms(), ..Default::default() }
 }
@@ -588,5 +689,48 @@ fn failure_message(e: &InvokeFailure) -> String {
             format!("initializer failed: {}", String::from_utf8_lossy(&r.body[..r.body.len().min(4096)]))
         }
         e => e.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::async_task::TaskEvent;
+
+    fn task_with(events: &[(TaskStatus, i64)]) -> AsyncTask {
+        let msg = AsyncMessage {
+            function_name: "f".into(),
+            qualifier: "LATEST".into(),
+            task_id: "t".into(),
+            request_id: "r".into(),
+            payload: String::new(),
+            enqueued_ms: 0,
+            origin: Origin::Invoke,
+            ordering_key: Some("k".into()),
+        };
+        let mut t = new_task(&msg, Vec::new(), "accepted");
+        for (i, (status, at)) in events.iter().enumerate() {
+            t.events.push(TaskEvent { event_id: i as i64 + 2, status: *status, timestamp: *at, event_detail: String::new() });
+        }
+        t
+    }
+
+    #[test]
+    fn a_keyed_redelivery_waits_for_the_previous_attempts_deadline() {
+        use TaskStatus::*;
+        // Last attempt started at 10_000, timeout 3 s: it must have ended by 18_000.
+        let t = task_with(&[(Running, 1_000), (Retrying, 2_000), (Running, 10_000), (Stopping, 11_000)]);
+        assert_eq!(previous_attempt_wait(&t, 3, 10_500), Some(PREVIOUS_ATTEMPT_RECHECK), "looks again after a while");
+        assert_eq!(previous_attempt_wait(&t, 3, 17_700), Some(Duration::from_millis(300)));
+        assert_eq!(previous_attempt_wait(&t, 3, 18_000), None);
+        assert_eq!(previous_attempt_wait(&task_with(&[]), 3, 0), None, "never ran");
+    }
+
+    #[test]
+    fn ordering_groups_are_per_function_and_key() {
+        assert_eq!(ordering_group("f", "a/b"), "f/a/b");
+        // Old messages (before ordering keys) still read.
+        let old = r#"{"functionName":"f","qualifier":"LATEST","taskId":"t","requestId":"r","payload":"","enqueuedMs":1}"#;
+        assert_eq!(serde_json::from_str::<AsyncMessage>(old).unwrap().ordering_key, None);
     }
 }

@@ -120,6 +120,9 @@ pub struct AsyncTask {
     pub started_ms: Option<i64>,
     pub end_ms: Option<i64>,
     pub events: Vec<TaskEvent>,
+    /// The event's ordering key (`x-nubis-ordering-key`), if it was given one: events of the
+    /// function with the same key run one at a time, in accept order.
+    pub ordering_key: Option<String>,
 }
 
 impl AsyncTask {
@@ -157,6 +160,10 @@ impl AsyncTask {
         if let Some(i) = &self.instance_id {
             m.insert("instanceId".into(), json!(i));
         }
+        // A Nubis extension: FC has no ordering keys.
+        if let Some(k) = &self.ordering_key {
+            m.insert("orderingKey".into(), json!(k));
+        }
         m.insert("events".into(), serde_json::to_value(&self.events).expect("events serialize"));
         Value::Object(m)
     }
@@ -169,6 +176,40 @@ fn function_arn(region: &str, account_id: &str, function: &str) -> String {
 /// `^[A-Za-z_][A-Za-z0-9_-]{0,127}$`, the same rule as function names.
 pub fn is_valid_task_id(s: &str) -> bool {
     is_valid_name(s)
+}
+
+/// The request header naming an async invocation's ordering key (a Nubis extension).
+pub const ORDERING_KEY_HEADER: &str = "x-nubis-ordering-key";
+
+/// An ordering key: async invocations of one function with the same key run one at a time, in
+/// the order they were accepted (see docs/architecture.md, "Ordering keys"). 1 to
+/// [`OrderingKey::MAX_LEN`] printable ASCII characters (space to `~`), compared exactly.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct OrderingKey(String);
+
+impl OrderingKey {
+    pub const MAX_LEN: usize = 256;
+
+    /// `field` names where the key came from, for the error (e.g. the header's name).
+    pub fn parse(field: &str, s: &str) -> Result<Self, ValidationError> {
+        if s.is_empty() || s.len() > Self::MAX_LEN {
+            return Err(ValidationError::new(field, format!("must be 1 to {} characters long, got {}", Self::MAX_LEN, s.len())));
+        }
+        if let Some(c) = s.chars().find(|c| !(' '..='~').contains(c)) {
+            return Err(ValidationError::new(field, format!("must be printable ASCII (space to '~'), got {c:?}")));
+        }
+        Ok(Self(s.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for OrderingKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
 }
 
 /// A fresh task id for invocations that did not name one. The prefix keeps it matching

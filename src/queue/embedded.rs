@@ -7,6 +7,14 @@
 //! matches `id AND lease_token`, so a receiver whose message went to someone else after its
 //! lease ran out gets [`QueueError::LeaseLost`] instead of acting on a message it no longer owns.
 //!
+//! Ordering groups (migration 0008): a message enqueued while its group already has one is
+//! *parked* (`visible_at_ms` = [`PARKED`]), so receive never sees it; acking a group's head
+//! deletes it and, in the same transaction, makes the group's next message (lowest id) visible.
+//! So exactly one message per group, its oldest, is ever visible or leased, and ids (never
+//! reused, AUTOINCREMENT) are the enqueue order. Retries and lease expiry move only the head's
+//! `visible_at_ms`, never its place. Receive itself is unchanged: a parked row is just one that
+//! is not visible yet.
+//!
 //! SQLite-specific: `UPDATE .. RETURNING`, `AS MATERIALIZED` and the unary-`+` planner hint in
 //! receive (SQLite ≥ 3.35; sqlx bundles 3.51). Receive is one statement, and SQLite runs writing
 //! statements one at a time, so two receivers can never lease the same row.
@@ -53,6 +61,9 @@ impl EmbeddedQueue {
     }
 }
 
+/// `visible_at_ms` of a message waiting behind its group's head: later than any clock.
+pub const PARKED: i64 = i64::MAX;
+
 fn unavailable(e: sqlx::Error) -> QueueError {
     QueueError::Unavailable(e.to_string())
 }
@@ -79,14 +90,34 @@ impl Queue for EmbeddedQueue {
         let now = self.now();
         // WAL with synchronous=NORMAL (see Store::open_sqlite): committed means it survives a
         // process crash; an OS crash may lose the last moments, as for all metadata.
+        let Some(group) = &msg.group else {
+            return sqlx::query(
+                "INSERT INTO queue_messages (msg_key, body, visible_at_ms, deliveries, lease_token, enqueued_ms) \
+                 VALUES (?, ?, ?, 0, NULL, ?)",
+            )
+            .bind(&msg.key)
+            .bind(&msg.body)
+            .bind(now)
+            .bind(now)
+            .execute(&self.pool)
+            .await
+            .map(|_| ())
+            .map_err(unavailable);
+        };
+        // One statement, so "does the group have a message?" and the insert cannot be split by
+        // another writer (SQLite runs writes one at a time): the first message of a group is
+        // visible, every later one parked.
         sqlx::query(
-            "INSERT INTO queue_messages (msg_key, body, visible_at_ms, deliveries, lease_token, enqueued_ms) \
-             VALUES (?, ?, ?, 0, NULL, ?)",
+            "INSERT INTO queue_messages (msg_key, body, visible_at_ms, deliveries, lease_token, enqueued_ms, order_group) \
+             VALUES (?, ?, CASE WHEN EXISTS (SELECT 1 FROM queue_messages WHERE order_group = ?) THEN ? ELSE ? END, 0, NULL, ?, ?)",
         )
         .bind(&msg.key)
         .bind(&msg.body)
+        .bind(group)
+        .bind(PARKED)
         .bind(now)
         .bind(now)
+        .bind(group)
         .execute(&self.pool)
         .await
         .map_err(unavailable)?;
@@ -136,7 +167,7 @@ impl Queue for EmbeddedQueue {
                  AND q.id <= COALESCE(cut.last_id, 9223372036854775807)) \
                SELECT id FROM picked ORDER BY rn, id LIMIT ? \
              ) \
-             RETURNING id, msg_key, body, deliveries, enqueued_ms",
+             RETURNING id, msg_key, body, deliveries, enqueued_ms, order_group",
         )
         .bind(now.saturating_add(millis(lease)))
         .bind(&token)
@@ -156,6 +187,7 @@ impl Queue for EmbeddedQueue {
                     body: r.try_get("body")?,
                     deliveries: r.try_get::<i64, _>("deliveries")?.try_into().unwrap_or(u32::MAX),
                     enqueued_ms: r.try_get("enqueued_ms")?,
+                    group: r.try_get("order_group")?,
                 };
                 Ok((id, d))
             })
@@ -168,13 +200,39 @@ impl Queue for EmbeddedQueue {
 
     async fn ack(&self, d: &Delivery) -> Result<(), QueueError> {
         let (id, token) = parse_delivery_id(d)?;
+        let Some(group) = &d.group else {
+            let done = sqlx::query("DELETE FROM queue_messages WHERE id = ? AND lease_token = ?")
+                .bind(id)
+                .bind(token)
+                .execute(&self.pool)
+                .await
+                .map_err(unavailable)?;
+            return if done.rows_affected() == 1 { Ok(()) } else { Err(QueueError::LeaseLost(d.id.clone())) };
+        };
+        // The head goes and the group's next message becomes visible in one transaction: a crash
+        // can leave neither a group with no visible head nor one with two. The DELETE comes
+        // first, so the transaction holds the write lock from its first statement.
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
         let done = sqlx::query("DELETE FROM queue_messages WHERE id = ? AND lease_token = ?")
             .bind(id)
             .bind(token)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await
             .map_err(unavailable)?;
-        if done.rows_affected() == 1 { Ok(()) } else { Err(QueueError::LeaseLost(d.id.clone())) }
+        if done.rows_affected() != 1 {
+            return Err(QueueError::LeaseLost(d.id.clone()));
+        }
+        sqlx::query(
+            "UPDATE queue_messages SET visible_at_ms = ? \
+             WHERE id = (SELECT MIN(id) FROM queue_messages WHERE order_group = ?) AND visible_at_ms = ?",
+        )
+        .bind(self.now())
+        .bind(group)
+        .bind(PARKED)
+        .execute(&mut *tx)
+        .await
+        .map_err(unavailable)?;
+        tx.commit().await.map_err(unavailable)
     }
 
     async fn retry_after(&self, d: &Delivery, delay: Duration) -> Result<(), QueueError> {
@@ -243,7 +301,11 @@ mod tests {
     }
 
     async fn put(q: &EmbeddedQueue, key: &str, body: &str) {
-        q.enqueue(QueueMessage { key: key.into(), body: body.as_bytes().to_vec() }).await.unwrap();
+        q.enqueue(QueueMessage::new(key, body.as_bytes().to_vec())).await.unwrap();
+    }
+
+    async fn put_in(q: &EmbeddedQueue, key: &str, group: &str, body: &str) {
+        q.enqueue(QueueMessage { group: Some(group.into()), ..QueueMessage::new(key, body.as_bytes().to_vec()) }).await.unwrap();
     }
 
     fn bodies(ds: &[Delivery]) -> Vec<String> {
@@ -382,6 +444,104 @@ mod tests {
         }
         let unique: HashSet<_> = all.iter().collect();
         assert_eq!((all.len(), unique.len()), (500, 500));
+        assert_eq!(q.depth().await.unwrap(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_group_hands_out_its_oldest_message_only_and_the_next_after_the_ack() {
+        let (q, now, _dir) = queue().await;
+        put_in(&q, "f", "f/k", "k1").await;
+        put(&q, "f", "free1").await;
+        put_in(&q, "f", "f/k", "k2").await;
+        put_in(&q, "f", "f/j", "j1").await;
+        put_in(&q, "f", "f/k", "k3").await;
+        put(&q, "f", "free2").await;
+        assert_eq!(q.depth().await.unwrap(), 6, "parked messages count");
+        let got = q.receive(10, LEASE).await.unwrap();
+        assert_eq!(bodies(&got), ["k1", "free1", "j1", "free2"]);
+        assert_eq!((got[0].group.as_deref(), got[1].group.as_deref()), (Some("f/k"), None));
+        let (k1, j1) = (got[0].clone(), got[2].clone());
+        assert!(q.receive(10, LEASE).await.unwrap().is_empty(), "k2 waits behind k1");
+        // A retry keeps the head in place: k1 comes back, k2 still waits.
+        q.retry_after(&k1, Duration::from_secs(5)).await.unwrap();
+        now.fetch_add(5_000, Ordering::SeqCst);
+        let k1b = q.receive(10, LEASE).await.unwrap();
+        assert_eq!((bodies(&k1b), k1b[0].deliveries), (vec!["k1".to_string()], 2));
+        // So does an expired lease.
+        now.fetch_add(LEASE.as_millis() as i64, Ordering::SeqCst);
+        // (Every other lease of the first receive has run out too: they all come back.)
+        let again = q.receive(10, LEASE).await.unwrap();
+        assert_eq!(bodies(&again), ["k1", "free1", "j1", "free2"]);
+        let k1c = &again[..1];
+        assert_eq!(k1c[0].deliveries, 3);
+        // A stale lease of the head can neither ack it nor release the next.
+        assert!(matches!(q.ack(&k1b[0]).await, Err(QueueError::LeaseLost(_))));
+        assert!(q.receive(10, LEASE).await.unwrap().iter().all(|d| d.body != b"k2"));
+        // Acked: the group's next message is visible at once.
+        q.ack(&k1c[0]).await.unwrap();
+        let k2 = q.receive(10, LEASE).await.unwrap();
+        assert_eq!(bodies(&k2), ["k2"]);
+        // Enqueued while the group has a leased head: parked behind it.
+        put_in(&q, "f", "f/k", "k4").await;
+        q.ack(&k2[0]).await.unwrap();
+        let k3 = q.receive(10, LEASE).await.unwrap();
+        assert_eq!(bodies(&k3), ["k3"]);
+        q.ack(&k3[0]).await.unwrap();
+        let k4 = q.receive(10, LEASE).await.unwrap();
+        assert_eq!(bodies(&k4), ["k4"]);
+        q.ack(&k4[0]).await.unwrap();
+        // An emptied group starts over: its next message is visible at once.
+        put_in(&q, "f", "f/k", "k5").await;
+        assert_eq!(bodies(&q.receive(10, LEASE).await.unwrap()), ["k5"]);
+        // j1's first lease ended when it was delivered again.
+        assert!(matches!(q.ack(&j1).await, Err(QueueError::LeaseLost(_))));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_receivers_take_each_group_in_order_one_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_sqlite(&dir.path().join("meta.db")).await.unwrap();
+        let q = EmbeddedQueue::new(&store).unwrap();
+        for i in 0..200 {
+            put_in(&q, &format!("f{}", i % 3), &format!("g{}", i % 5), &format!("{}:{i}", i % 5)).await;
+        }
+        // Per group: is a message out, and the order in which they were acked.
+        let out = Arc::new(std::sync::Mutex::new(HashSet::new()));
+        let acked = Arc::new(std::sync::Mutex::new(std::collections::HashMap::<String, Vec<usize>>::new()));
+        let receivers: Vec<_> = (0..4)
+            .map(|_| {
+                let (q, out, acked) = (q.clone(), out.clone(), acked.clone());
+                tokio::spawn(async move {
+                    let mut idle = 0;
+                    while idle < 20 {
+                        let got = q.receive(10, LEASE).await.unwrap();
+                        if got.is_empty() {
+                            idle += 1;
+                            tokio::task::yield_now().await;
+                            continue;
+                        }
+                        idle = 0;
+                        for d in got {
+                            let g = d.group.clone().unwrap();
+                            assert!(out.lock().unwrap().insert(g.clone()), "two messages of {g} out at once");
+                            tokio::task::yield_now().await;
+                            let n: usize = String::from_utf8(d.body.clone()).unwrap().split(':').nth(1).unwrap().parse().unwrap();
+                            acked.lock().unwrap().entry(g.clone()).or_default().push(n);
+                            out.lock().unwrap().remove(&g);
+                            q.ack(&d).await.unwrap();
+                        }
+                    }
+                })
+            })
+            .collect();
+        for r in receivers {
+            r.await.unwrap();
+        }
+        let acked = std::mem::take(&mut *acked.lock().unwrap());
+        for g in 0..5 {
+            let want: Vec<usize> = (0..200).filter(|i| i % 5 == g).collect();
+            assert_eq!(acked[&format!("g{g}")], want, "group g{g} in enqueue order");
+        }
         assert_eq!(q.depth().await.unwrap(), 0);
     }
 }

@@ -10,6 +10,15 @@
 //!
 //! The `key` partitions the queue so one busy function cannot starve the others: a receive
 //! takes at most a fair share of the batch from each key.
+//!
+//! **Ordering groups.** A message may belong to a `group`. Within a group the queue hands out
+//! one message at a time, in enqueue order: the group's oldest unacked message (its head) is
+//! the only one that can be received, and the next becomes receivable only once the head is
+//! acked. `retry_after` and an expired lease keep the head where it is (it comes back, the
+//! others keep waiting behind it). Each backend keeps this across receivers, restarts and
+//! re-delivery: the embedded queue in its table, Kafka by putting a group in one partition and
+//! keeping the group's order in the partition's owner (see each module). Messages without a
+//! group are independent, as before.
 
 pub mod embedded;
 pub mod kafka;
@@ -24,6 +33,15 @@ pub use embedded::EmbeddedQueue;
 pub struct QueueMessage {
     pub key: String,
     pub body: Vec<u8>,
+    /// The ordering group, if any (see the module doc).
+    pub group: Option<String>,
+}
+
+impl QueueMessage {
+    /// A message of no ordering group.
+    pub fn new(key: impl Into<String>, body: Vec<u8>) -> Self {
+        Self { key: key.into(), body, group: None }
+    }
 }
 
 /// A leased message: invisible to other receivers until acked, retried, released, or until its
@@ -38,6 +56,8 @@ pub struct Delivery {
     pub deliveries: u32,
     /// Epoch ms when the message was enqueued.
     pub enqueued_ms: i64,
+    /// The message's ordering group, if any.
+    pub group: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -61,10 +81,10 @@ pub trait Queue: Send + Sync + 'static {
     /// ceil(max / number of keys with visible messages), min 1, per key per call, oldest first
     /// within a key).
     async fn receive(&self, max: usize, lease: Duration) -> Result<Vec<Delivery>, QueueError>;
-    /// Done: remove the message.
+    /// Done: remove the message (and let the next message of its group be received).
     async fn ack(&self, d: &Delivery) -> Result<(), QueueError>;
     /// Put it back, visible again after `delay` (`deliveries` keeps counting). A zero delay
-    /// releases it at once.
+    /// releases it at once. A group's head stays its head (the rest of the group waits).
     async fn retry_after(&self, d: &Delivery, delay: Duration) -> Result<(), QueueError>;
     /// Still working: the lease now ends `lease` from now.
     async fn extend(&self, d: &Delivery, lease: Duration) -> Result<(), QueueError>;

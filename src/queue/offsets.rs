@@ -32,6 +32,11 @@ impl PartitionOffsets {
         self.pending.remove(&offset)
     }
 
+    /// Whether `offset` was read and is not yet settled.
+    pub fn in_work(&self, offset: i64) -> bool {
+        self.pending.contains(&offset)
+    }
+
     /// Offsets in work.
     pub fn unsettled(&self) -> usize {
         self.pending.len()

@@ -48,6 +48,9 @@ pub struct TaskChange {
     pub error_message: Option<String>,
     pub instance_id: Option<String>,
     pub destination_status: Option<String>,
+    /// A second guard: the task must still have exactly this many events. Two contenders that
+    /// read the same snapshot cannot then both win (each change appends an event).
+    pub expected_events: Option<u32>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -66,6 +69,7 @@ struct TaskRow {
     started_ms: Option<i64>,
     end_ms: Option<i64>,
     events: String,
+    ordering_key: Option<String>,
     /// NULL when the listing did not ask for payloads.
     payload: Option<Vec<u8>>,
 }
@@ -73,7 +77,7 @@ struct TaskRow {
 macro_rules! task_columns {
     () => {
         "function_name, task_id, qualifier, request_id, status, return_payload, error_message, \
-         already_retried_times, destination_status, instance_id, created_ms, started_ms, end_ms, events"
+         already_retried_times, destination_status, instance_id, created_ms, started_ms, end_ms, events, ordering_key"
     };
 }
 
@@ -122,7 +126,7 @@ impl Store {
         let events = to_json(&t.events);
         on_db!(self, |pool, e| {
             sqlx::query(
-                sql!("INSERT INTO async_tasks (", task_columns!(), ", payload) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+                sql!("INSERT INTO async_tasks (", task_columns!(), ", payload) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
                     .of(e),
             )
             .bind(&t.function_name)
@@ -139,6 +143,7 @@ impl Store {
             .bind(t.started_ms)
             .bind(t.end_ms)
             .bind(&events)
+            .bind(t.ordering_key.as_deref())
             .bind(&t.payload)
             .execute(pool)
             .await
@@ -193,7 +198,8 @@ impl Store {
         rows.into_iter().map(TaskRow::into_task).collect()
     }
 
-    /// Apply `change` if the task's status is in `from` (empty = any); false (nothing changed)
+    /// Apply `change` if the task's status is in `from` (empty = any) and, when
+    /// `change.expected_events` is set, it has exactly that many events; false (nothing changed)
     /// if the task is missing or in another status. One UPDATE: the guard, the field changes and
     /// the event append (numbered from the array length it sees) are a single atomic step (on
     /// PostgreSQL and MySQL a concurrent UPDATE of the row waits for ours and then re-reads it,
@@ -215,7 +221,8 @@ impl Store {
                 "events = json_insert(events, '$[#]', json_object('eventId', json_array_length(events) + 1, \
                     'status', COALESCE(?, status), 'timestamp', ?, 'eventDetail', ?)) \
                  WHERE function_name = ? AND task_id = ? \
-                 AND (json_array_length(?) = 0 OR status IN (SELECT value FROM json_each(?)))"
+                 AND (json_array_length(?) = 0 OR status IN (SELECT value FROM json_each(?))) \
+                 AND (? IS NULL OR json_array_length(events) = ?)"
             ),
             postgres: concat!(
                 transition_set!(),
@@ -223,7 +230,8 @@ impl Store {
                     'eventId', jsonb_array_length(events::jsonb) + 1, 'status', COALESCE(?, status), \
                     'timestamp', ?::bigint, 'eventDetail', ?::text)))::text \
                  WHERE function_name = ? AND task_id = ? \
-                 AND (jsonb_array_length(?::jsonb) = 0 OR status IN (SELECT jsonb_array_elements_text(?::jsonb)))"
+                 AND (jsonb_array_length(?::jsonb) = 0 OR status IN (SELECT jsonb_array_elements_text(?::jsonb))) \
+                 AND (?::bigint IS NULL OR jsonb_array_length(events::jsonb) = ?::bigint)"
             ),
             // MySQL assigns left to right, so `status` below is already the new one; with
             // COALESCE(new, status) that is the same value.
@@ -232,7 +240,8 @@ impl Store {
                 "events = JSON_ARRAY_APPEND(events, '$', JSON_OBJECT('eventId', JSON_LENGTH(events) + 1, \
                     'status', COALESCE(?, status), 'timestamp', ?, 'eventDetail', ?)) \
                  WHERE function_name = ? AND task_id = ? \
-                 AND (JSON_LENGTH(?) = 0 OR JSON_CONTAINS(?, JSON_QUOTE(status)))"
+                 AND (JSON_LENGTH(?) = 0 OR JSON_CONTAINS(?, JSON_QUOTE(status))) \
+                 AND (? IS NULL OR JSON_LENGTH(events) = ?)"
             ),
         );
         let updated = on_db!(self, |pool, e| {
@@ -252,6 +261,8 @@ impl Store {
                 .bind(task_id)
                 .bind(&from_json)
                 .bind(&from_json)
+                .bind(change.expected_events.map(i64::from))
+                .bind(change.expected_events.map(i64::from))
                 .execute(pool)
                 .await
                 .map(|r| r.rows_affected())
@@ -323,6 +334,7 @@ impl TaskRow {
             started_ms: self.started_ms,
             end_ms: self.end_ms,
             events,
+            ordering_key: self.ordering_key,
             function_name,
             task_id,
         })

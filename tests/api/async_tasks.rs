@@ -12,14 +12,14 @@ use crate::helpers::*;
 
 /// Which queue the server under test uses.
 #[derive(Clone)]
-enum Backend {
+pub(crate) enum Backend {
     Embedded,
     Kafka(nubis::config::KafkaConfig),
 }
 
 impl Backend {
     /// Kafka on the broker named by NUBIS_TEST_KAFKA_BROKERS, with a topic and group of its own.
-    fn kafka() -> Self {
+    pub(crate) fn kafka() -> Self {
         let brokers = std::env::var("NUBIS_TEST_KAFKA_BROKERS")
             .expect("NUBIS_TEST_KAFKA_BROKERS is not set: start a broker with `bash scripts/test-services.sh start kafka` and eval its env");
         let id = uuid::Uuid::new_v4().simple().to_string();
@@ -32,7 +32,7 @@ impl Backend {
         })
     }
 
-    fn apply(&self, c: &mut nubis::config::Config) {
+    pub(crate) fn apply(&self, c: &mut nubis::config::Config) {
         if let Backend::Kafka(k) = self {
             c.dispatcher.queue = "kafka".into();
             c.kafka = k.clone();
@@ -43,7 +43,7 @@ impl Backend {
 const FAILER: &str = "def handler(event, context):\n    raise ValueError('always fails: ' + event.decode())\n";
 const SLEEPER: &str = "import time\ndef handler(event, context):\n    time.sleep(float(event or b'0'))\n    return 'slept'\n";
 
-fn fast_retries(c: &mut nubis::config::Config) {
+pub(crate) fn fast_retries(c: &mut nubis::config::Config) {
     c.dispatcher.retry_base_ms = 50;
     c.dispatcher.retry_max_ms = 200;
     c.dispatcher.poll_interval_ms = 20;
@@ -57,11 +57,11 @@ async fn invoke_async(app: &ApiClient, name: &str, payload: &[u8], task_id: Opti
     app.invoke(name, payload, &h).await
 }
 
-async fn get_task(app: &ApiClient, name: &str, id: &str) -> Resp {
+pub(crate) async fn get_task(app: &ApiClient, name: &str, id: &str) -> Resp {
     app.request("GET", &format!("/2023-03-30/functions/{name}/async-tasks/{id}"), "", &[], vec![]).await
 }
 
-async fn wait_status(app: &ApiClient, name: &str, id: &str, status: &str) -> Value {
+pub(crate) async fn wait_status(app: &ApiClient, name: &str, id: &str, status: &str) -> Value {
     eventually(Duration::from_secs(40), &format!("task {id} {status}"), || async {
         let t = get_task(app, name, id).await.json();
         (t["status"] == status).then_some(t)
@@ -69,11 +69,11 @@ async fn wait_status(app: &ApiClient, name: &str, id: &str, status: &str) -> Val
     .await
 }
 
-fn statuses(task: &Value) -> Vec<String> {
+pub(crate) fn statuses(task: &Value) -> Vec<String> {
     task["events"].as_array().unwrap().iter().map(|e| e["status"].as_str().unwrap().to_string()).collect()
 }
 
-async fn put_config(app: &ApiClient, name: &str, cfg: Value) -> Resp {
+pub(crate) async fn put_config(app: &ApiClient, name: &str, cfg: Value) -> Resp {
     app.request(
         "PUT",
         &format!("/2023-03-30/functions/{name}/async-invoke-config"),

@@ -16,6 +16,7 @@ mod s3;
 mod timer_support;
 
 mod aliases;
+mod async_ordering;
 mod async_tasks;
 mod auth;
 mod cli;

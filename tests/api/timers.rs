@@ -214,8 +214,9 @@ fn orphan(function: &str, trigger: &str, tick: DateTime<Utc>, enqueued_ms: i64) 
         payload: base64::engine::general_purpose::STANDARD.encode(event),
         enqueued_ms,
         origin: Origin::Timer,
+        ordering_key: None,
     };
-    QueueMessage { key: function.into(), body: serde_json::to_vec(&msg).unwrap() }
+    QueueMessage::new(function, serde_json::to_vec(&msg).unwrap())
 }
 
 /// A tick submitted again (a new leader after a failover, a restart mid-tick) runs once: what

@@ -367,8 +367,17 @@ LIST_TASKS = [LIST_PREFIX + str(i) for i in range(3)]
 FINAL_STATUSES = {"Succeeded", "Failed", "Stopped", "Expired", "Invalid"}
 TASK_ID_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,127}$")
 
-CODE_WORKER = '''def handler(event, context):
-    return event.upper()
+CODE_WORKER = '''import time
+
+def handler(event, context):
+    # An "ordered ..." event (test_async_ordering_key) also says when it ran, on the host's
+    # monotonic clock (every container of the host reads the same one), which no wall clock
+    # step can move.
+    start = time.monotonic_ns()
+    out = event.upper()
+    if event.startswith(b"ordered"):
+        out += b" %d %d" % (start, time.monotonic_ns())
+    return out
 '''
 CODE_SLOW = '''import time
 
@@ -521,6 +530,39 @@ def test_async_duplicate_task_id():
     assert t.task_payload == "hello async" and t.status == "Succeeded", \
         f"the refused duplicate changed the task: {t.task_payload!r} {t.status!r}"
     expect_error(lambda: invoke_async(FN_WORKER, b"x", "9starts-with-digit"), "InvalidArgument", 400)
+
+
+def invoke_keyed(name, payload, task_id, key):
+    """Async invoke with a Nubis ordering key, passed the SDK's way for extra headers."""
+    headers = fc_models.InvokeFunctionHeaders(x_fc_invocation_type="Async", x_fc_async_task_id=task_id,
+                                              common_headers={"x-nubis-ordering-key": key})
+    resp = CLIENT.invoke_function_with_options(name, fc_models.InvokeFunctionRequest(body=payload), headers, RuntimeOptions())
+    return resp, read_body(resp)
+
+
+def test_async_ordering_key():
+    # x-nubis-ordering-key (a Nubis extension): one key's events run one at a time, in order.
+    ids = [f"ordered_{i}" for i in range(3)]
+    for i, tid in enumerate(ids):
+        resp, body = invoke_keyed(FN_WORKER, f"ordered {i}".encode(), tid, "sdk key/1")
+        assert resp.status_code == 202, f"status {resp.status_code}, body {body[:300]!r}"
+    tasks = [wait_task(FN_WORKER, tid) for tid in ids]
+    assert [t.status for t in tasks] == ["Succeeded"] * 3, [(t.task_id, t.status) for t in tasks]
+    # What the function saw: each event ran after the one before it had returned.
+    ran = []
+    for i, t in enumerate(tasks):
+        words = (t.return_payload or "").split()
+        assert len(words) == 4 and words[:2] == ["ORDERED", str(i)], f"{t.task_id} returned {t.return_payload!r}"
+        ran.append((int(words[2]), int(words[3])))
+    # What the server recorded: each event started after the one before it was final.
+    for (before, after), (b, a) in zip(zip(tasks, tasks[1:]), zip(ran, ran[1:])):
+        started = next(e.timestamp for e in after.events if e.status == "Running")
+        detail = (f"{before.task_id} events {[(e.status, e.timestamp) for e in before.events]}, ran {b} (monotonic ns); "
+                  f"{after.task_id} events {[(e.status, e.timestamp) for e in after.events]}, ran {a}")
+        assert a[0] >= b[1], f"{after.task_id} ran before {before.task_id} had returned: {detail}"
+        assert started >= before.events[-1].timestamp, \
+            f"{after.task_id} started at {started}, before {before.task_id} ended at {before.events[-1].timestamp}: {detail}"
+    expect_error(lambda: invoke_keyed(FN_WORKER, b"x", None, "k" * 257), "InvalidArgument", 400)
 
 
 def test_async_get_task_errors():
@@ -949,6 +991,7 @@ TESTS = [
     test_async_create_functions,
     test_async_invoke_and_get_task,
     test_async_duplicate_task_id,
+    test_async_ordering_key,
     test_async_get_task_errors,
     test_async_invoke_config,
     test_async_destination_on_success,

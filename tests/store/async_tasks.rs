@@ -26,6 +26,7 @@ fn task(function: &str, id: &str, created_ms: i64) -> AsyncTask {
         started_ms: None,
         end_ms: None,
         events: vec![TaskEvent { event_id: 1, status: TaskStatus::Enqueued, timestamp: created_ms, event_detail: "".into() }],
+        ordering_key: None,
     }
 }
 
@@ -44,6 +45,10 @@ pub async fn insert_get_and_duplicates(db: &TestDb) {
     assert!(matches!(s.insert_task(&t).await, Err(StoreError::AlreadyExists)));
     // The same task id under another function is another task.
     s.insert_task(&task("g", "t1", 100)).await.unwrap();
+    // An ordering key (256 ASCII characters at most) reads back as written.
+    let keyed = AsyncTask { ordering_key: Some(format!("k {}", "~".repeat(254))), ..task("f", "t2", 100) };
+    s.insert_task(&keyed).await.unwrap();
+    assert_eq!(s.get_task("f", "t2").await.unwrap(), Some(keyed));
     assert_eq!(s.get_task("f", "nope").await.unwrap(), None);
     assert_eq!(s.get_task("h", "t1").await.unwrap(), None);
 }
@@ -103,6 +108,25 @@ pub async fn list_filters_and_pages_both_ways(db: &TestDb) {
     assert_eq!(ids(&s.list_tasks(&g("t_")).await.unwrap()), ["t_y"]);
     assert_eq!(ids(&s.list_tasks(&g("T")).await.unwrap()), ["T_up"]);
     assert_eq!(s.list_tasks(&g("")).await.unwrap().len(), 3);
+}
+
+/// `expected_events`: of two contenders holding the same snapshot, one alone wins.
+pub async fn transitions_can_require_an_unchanged_history(db: &TestDb) {
+    use TaskStatus::*;
+    let s = db.open().await;
+    s.insert_task(&task("f", "t", 100)).await.unwrap();
+    assert!(s.transition_task("f", "t", &[Enqueued], &to(Running, 110)).await.unwrap());
+    let seen = s.get_task("f", "t").await.unwrap().unwrap();
+    assert_eq!(seen.events.len(), 2);
+    let again = TaskChange { expected_events: Some(2), ..to(Running, 120) };
+    assert!(s.transition_task("f", "t", &[Running], &again).await.unwrap());
+    assert!(!s.transition_task("f", "t", &[Running], &again).await.unwrap(), "the history moved on");
+    let stale = TaskChange { expected_events: Some(1), ..to(Running, 130) };
+    assert!(!s.transition_task("f", "t", &[], &stale).await.unwrap());
+    let now = TaskChange { expected_events: Some(3), ..to(Succeeded, 140) };
+    assert!(s.transition_task("f", "t", &[Running], &now).await.unwrap());
+    let t = s.get_task("f", "t").await.unwrap().unwrap();
+    assert_eq!(t.events.iter().map(|e| e.status).collect::<Vec<_>>(), [Enqueued, Running, Running, Succeeded]);
 }
 
 pub async fn transitions_are_guarded_and_recorded(db: &TestDb) {

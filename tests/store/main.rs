@@ -52,6 +52,7 @@ conformance!(
     async_tasks::insert_get_and_duplicates,
     async_tasks::list_filters_and_pages_both_ways,
     async_tasks::transitions_are_guarded_and_recorded,
+    async_tasks::transitions_can_require_an_unchanged_history,
     async_tasks::concurrent_transitions_lose_no_event,
     async_tasks::configs_upsert_list_delete,
     async_tasks::delete_function_state_and_counts,

@@ -27,6 +27,17 @@ fn task_ids() {
 }
 
 #[test]
+fn ordering_keys() {
+    for ok in ["k", "order-42", "a b", "~!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}", &"x".repeat(256)] {
+        assert_eq!(OrderingKey::parse("h", ok).unwrap().as_str(), ok);
+    }
+    for bad in ["", &"x".repeat(257), "tab\there", "new\nline", "caf\u{e9}", "\u{7f}", "nul\0"] {
+        let e = OrderingKey::parse("x-nubis-ordering-key", bad).unwrap_err();
+        assert_eq!(e.field, "x-nubis-ordering-key", "{bad:?}");
+    }
+}
+
+#[test]
 fn destinations() {
     use DestinationTarget::*;
     let ok = [
@@ -141,6 +152,7 @@ fn task_json_shape() {
         started_ms: Some(1000),
         end_ms: Some(1250),
         events: vec![TaskEvent { event_id: 1, status: TaskStatus::Enqueued, timestamp: 900, event_detail: "".into() }],
+        ordering_key: None,
     };
     assert_eq!(
         t.to_api("r", "1", true),
@@ -155,4 +167,7 @@ fn task_json_shape() {
     let v = t.to_api("r", "1", false);
     assert!(v.get("taskPayload").is_none() && v.get("endTime").is_none() && v.get("durationMs").is_none());
     assert_eq!(v["taskErrorMessage"], "boom");
+    assert!(v.get("orderingKey").is_none());
+    t.ordering_key = Some("order-42".into());
+    assert_eq!(t.to_api("r", "1", false)["orderingKey"], "order-42");
 }
