@@ -32,6 +32,7 @@ pub mod auth;
 pub mod event;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::Router;
 use axum::body::Body;
@@ -182,18 +183,19 @@ async fn serve(st: &AppState, access: Access, function: &str, trigger: &str, req
     }
 
     // The signature first when it does not cover the body, so an unsigned caller cannot make
-    // us read a large body.
+    // us read a large body. One that covers it needs the whole body first: such a call is
+    // then sent on from memory.
     let function_auth = cfg.auth_type == crate::model::trigger::http::AuthType::Function;
     let signed = auth::SignedRequest { method: &parts.method, raw_path: parts.uri.path(), raw_query, headers: &parts.headers };
     let body = if function_auth && !signed.signs_body_hash() {
         check_signature(st, &signed, None).await?;
-        read_body(st, &parts.headers, body).await?
-    } else {
+        Incoming::Raw(body)
+    } else if function_auth {
         let bytes = read_body(st, &parts.headers, body).await?;
-        if function_auth {
-            check_signature(st, &signed, Some(&crate::api::auth::sha256_hex(&bytes))).await?;
-        }
-        bytes
+        check_signature(st, &signed, Some(&crate::api::auth::sha256_hex(&bytes))).await?;
+        Incoming::Read(bytes)
+    } else {
+        Incoming::Raw(body)
     };
 
     let resolved = resolve(st, function, Some(&t.qualifier), Pick::Weighted).await?;
@@ -204,6 +206,10 @@ async fn serve(st: &AppState, access: Access, function: &str, trigger: &str, req
     let request_id = current_request_id();
     let mut resp = match f.config.runtime.kind() {
         RuntimeKind::Python | RuntimeKind::Nodejs => {
+            let body = match body {
+                Incoming::Read(b) => b,
+                Incoming::Raw(b) => read_body(st, &parts.headers, b).await?,
+            };
             let peer = parts.extensions.get::<ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip().to_string()).unwrap_or_default();
             let protocol = format!("{:?}", parts.version);
             let cx = event::EventContext {
@@ -227,12 +233,36 @@ async fn serve(st: &AppState, access: Access, function: &str, trigger: &str, req
             }
         }
         RuntimeKind::CustomDebian12 | RuntimeKind::CustomContainer => {
+            let limit = st.cfg.limits.max_sync_payload_bytes;
+            let over = Arc::new(AtomicBool::new(false));
+            let (content_length, body) = match body {
+                Incoming::Read(b) => (Some(b.len() as u64), Body::from(b)),
+                Incoming::Raw(b) => {
+                    let declared = declared_length(&parts.headers);
+                    // Refused before the call when the caller says so up front.
+                    if declared.is_some_and(|n| n > limit as u64) {
+                        return Err(ApiError::too_large("request body", limit));
+                    }
+                    (declared, limited(b, limit, over.clone()))
+                }
+            };
             let http = HttpPassthrough { method: parts.method.clone(), path_and_query };
             let peer = parts.extensions.get::<ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip());
-            let call = call(&f, &resolved.qualifier, &request_id, body, passthrough_headers(&parts.headers, peer));
-            let inv = invoker::invoke_http(&st.rm, call, http).await;
-            match inv.result {
+            let call = invoker::StreamCall {
+                f: f.clone(),
+                qualifier: resolved.qualifier.clone(),
+                request_id: request_id.clone(),
+                headers: passthrough_headers(&parts.headers, peer),
+                content_length,
+                body,
+                http,
+            };
+            match invoker::invoke_stream(&st.rm, call).await {
                 Ok(r) => relayed(r),
+                Err(InvokeFailure::Agent(AgentError::RequestBody(_))) if over.load(Ordering::SeqCst) => {
+                    return Err(ApiError::too_large("request body", limit));
+                }
+                Err(InvokeFailure::Agent(AgentError::RequestBody(e))) => return Err(ApiError::invalid(format!("reading request body: {e}"))),
                 Err(e) => failed(e)?,
             }
         }
@@ -268,8 +298,7 @@ async fn check_signature(st: &AppState, r: &auth::SignedRequest<'_>, body_hash: 
 /// The body, at most the sync payload limit (400 `EntityTooLarge` beyond, as InvokeFunction).
 async fn read_body(st: &AppState, headers: &HeaderMap, body: Body) -> Result<Bytes, ApiError> {
     let limit = st.cfg.limits.max_sync_payload_bytes;
-    let declared = headers.get("content-length").and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > limit) {
+    if declared_length(headers).is_some_and(|n| n > limit as u64) {
         return Err(ApiError::too_large("request body", limit));
     }
     axum::body::to_bytes(body, limit).await.map_err(|e| {
@@ -277,6 +306,34 @@ async fn read_body(st: &AppState, headers: &HeaderMap, body: Body) -> Result<Byt
             std::error::Error::source(&e).is_some_and(|s| s.downcast_ref::<http_body_util::LengthLimitError>().is_some());
         if too_large { ApiError::too_large("request body", limit) } else { ApiError::invalid(format!("reading request body: {e}")) }
     })
+}
+
+/// A request body as it is declared (`Content-Length`); None when it comes chunked.
+fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    headers.get("content-length").and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+}
+
+/// The caller's body, streamed on, that fails once more than `limit` bytes came (and sets
+/// `over`, so the failure of the call it breaks off is reported as 400 EntityTooLarge).
+fn limited(body: Body, limit: usize, over: Arc<AtomicBool>) -> Body {
+    use futures_util::StreamExt;
+    let mut seen = 0usize;
+    Body::from_stream(body.into_data_stream().map(move |chunk| {
+        let chunk = chunk?;
+        seen += chunk.len();
+        if seen > limit {
+            over.store(true, Ordering::SeqCst);
+            return Err(axum::Error::new(format!("the request body exceeds {limit} bytes")));
+        }
+        Ok(chunk)
+    }))
+}
+
+/// The request body: a built-in runtime's event needs it whole; a custom server gets it as it
+/// comes, unless the signature covered it and it was read for that.
+enum Incoming {
+    Raw(Body),
+    Read(Bytes),
 }
 
 /// The caller's headers for a custom server: all but the connection's own (and Host: the
@@ -301,9 +358,9 @@ fn passthrough_headers(h: &HeaderMap, peer: Option<std::net::IpAddr>) -> HeaderM
 }
 
 /// A custom server's answer, relayed: its status, headers (but the platform's and the
-/// connection's own) and body.
-fn relayed(r: InvokeResponse) -> Response {
-    let mut resp = Response::new(Body::from(r.body));
+/// connection's own) and body, streamed as the instance writes it.
+fn relayed(r: invoker::Streamed) -> Response {
+    let mut resp = Response::new(r.body);
     *resp.status_mut() = StatusCode::from_u16(r.status).unwrap_or(StatusCode::BAD_GATEWAY);
     for (name, value) in r.headers.iter() {
         if !event::is_reserved_response_header(name.as_str()) {
