@@ -224,6 +224,20 @@ async fn custom_runtimes_get_the_request_passed_through() {
     h.insert("host", HeaderValue::from_str(&app.addr.to_string()).unwrap());
     let (status, j) = crate::auth::send_chunked(&app, &Method::POST, &web, &h, &over).await;
     assert_eq!((status, j["Code"].as_str()), (400, Some("EntityTooLarge")), "chunked, no length declared: {j}");
+
+    // The function's timeout bounds the whole exchange: a response still streaming then is cut.
+    let body = json!({"functionName": "web-slow", "runtime": "custom.debian12", "handler": "x", "timeout": 2,
+        "customRuntimeConfig": {"command": ["python3", "/code/server.py"], "port": 9000},
+        "code": {"zipFile": b64(&zip_of(&[("server.py", CUSTOM_ECHO)]))}});
+    assert_eq!(app.create_function(body).await.status, 200);
+    let slow = http_trigger(&app, "web-slow", "web", json!({"authType": "anonymous", "methods": ["GET"]})).await;
+    let mut r = reqwest::get(app.url(&format!("{slow}/stream"))).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let deadline = std::time::Duration::from_secs(30);
+    let first = tokio::time::timeout(deadline, r.chunk()).await.expect("first chunk in time").unwrap();
+    assert_eq!(first.as_deref(), Some(&b"first\n"[..]));
+    let rest = tokio::time::timeout(deadline, r.bytes()).await.expect("cut in time, not after the server's own 60 s");
+    assert!(rest.is_err(), "a response past the deadline is cut, so the caller sees it incomplete: {rest:?}");
     app.shutdown().await.unwrap();
 }
 

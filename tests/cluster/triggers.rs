@@ -46,7 +46,7 @@ async fn http_triggers_pass_requests_through_remote_agents() {
 async fn http_trigger_responses_stream_through_remote_agents() {
     let cluster = Cluster::new();
     let a = cluster.agent("a");
-    let app = cluster.controller().await;
+    let app = cluster.controller_with(|c| c.limits.max_sync_payload_bytes = 8 << 20).await;
     wait_for_nodes(&app.api, &[&a.node_id], Duration::from_secs(30)).await;
     // Several calls per instance: `/go` must reach the instance that is streaming `/stream`.
     let f = json!({"functionName": "web-stream", "runtime": "custom-container", "handler": "unused", "memorySize": 128,
@@ -70,5 +70,13 @@ async fn http_trigger_responses_stream_through_remote_agents() {
     let r = reqwest::Client::new().post(format!("{url}/upload")).body(big.clone()).send().await.unwrap();
     assert_eq!(r.status(), 207);
     assert!(r.bytes().await.unwrap() == big, "the body came back changed");
+    // Over the limit and chunked (no length to refuse up front): the stream to the agent is
+    // broken off at the limit, and the caller gets 400 EntityTooLarge.
+    let over = vec![b'z'; (8 << 20) + 1];
+    let chunks = futures_util::stream::iter(over.chunks(1 << 20).map(|c| Ok::<_, std::io::Error>(c.to_vec())).collect::<Vec<_>>());
+    let r = reqwest::Client::new().post(format!("{url}/upload")).body(reqwest::Body::wrap_stream(chunks)).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    let j: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(j["Code"], "EntityTooLarge", "{j}");
     app.shutdown().await.unwrap();
 }
