@@ -238,6 +238,14 @@ async fn custom_runtimes_get_the_request_passed_through() {
     assert_eq!(first.as_deref(), Some(&b"first\n"[..]));
     let rest = tokio::time::timeout(deadline, r.bytes()).await.expect("cut in time, not after the server's own 60 s");
     assert!(rest.is_err(), "a response past the deadline is cut, so the caller sees it incomplete: {rest:?}");
+    // Counted when the stream ended, as a timeout.
+    eventually(deadline, "the cut stream counted as a timeout", || async {
+        let text = reqwest::get(app.url("/metrics")).await.ok()?.text().await.ok()?;
+        text.lines()
+            .any(|l| l.starts_with("nubis_invocations_total{") && l.contains(r#"function="web-slow""#) && l.contains(r#"outcome="timeout""#))
+            .then_some(())
+    })
+    .await;
     app.shutdown().await.unwrap();
 }
 
