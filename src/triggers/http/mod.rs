@@ -16,17 +16,25 @@
 //! These routes never pass the API's signature layer: a trigger is anonymous, or checks its
 //! own signature ([`auth`]). A request, in order: the trigger (404 `TriggerNotFound`), the
 //! public URL switch (403), a CORS preflight (answered here when `corsConfig` is set), the
-//! method filter (405), FC's request limits (400), the signature (`authType: function`), the
-//! body (at most `limits.max_sync_payload_bytes`, else 400 `EntityTooLarge`), the qualifier
-//! (an alias picks a version per call) and the invocation switch (412), then the call:
+//! method filter (405), FC's request limits (400), the signature (`authType: function`; when
+//! it covers the body hash the body is read whole first), the qualifier (an alias picks a
+//! version per call) and the invocation switch (412), then the call:
 //! - built-in runtimes get FC 3.0's HTTP event and their return value becomes the response
-//!   ([`event`]);
+//!   ([`event`]). Buffered: the event needs the whole body (at most
+//!   `limits.max_sync_payload_bytes`, else 400 `EntityTooLarge`), and the return value is the
+//!   whole response (at most `limits.max_response_bytes`, else 502);
 //! - custom runtimes and containers get the request passed through (method, path, query,
-//!   headers, body) and their response is relayed ([`crate::agent::HttpPassthrough`]).
+//!   headers, body) and their response is relayed ([`crate::agent::HttpPassthrough`]),
+//!   **streamed both ways** ([`invoker::invoke_stream`]): the body goes into the instance as
+//!   the caller sends it, and the response goes back as the instance writes it.
 //!
-//! Bodies are buffered both ways (the invoke path into an instance is buffered): a request up
-//! to `limits.max_sync_payload_bytes`, a response up to `limits.max_response_bytes` (a larger
-//! one is 502). Nothing is streamed yet.
+//! Limits of a streamed call: a declared length over `limits.max_sync_payload_bytes` is 400
+//! `EntityTooLarge` before the call; a chunked body breaks off at the limit, which is 400
+//! `EntityTooLarge` when the instance has not answered yet (else its answer, already under
+//! way, is relayed). A response past `limits.max_response_bytes`, or still streaming when the
+//! function's timeout ends, is cut: the connection ends without the final chunk, so the caller
+//! sees it incomplete. The slot is held until the response ends (or the caller goes away), and
+//! the invocation is summarized then.
 
 pub mod auth;
 pub mod event;
@@ -262,7 +270,6 @@ async fn serve(st: &AppState, access: Access, function: &str, trigger: &str, req
                 Err(InvokeFailure::Agent(AgentError::RequestBody(_))) if over.load(Ordering::SeqCst) => {
                     return Err(ApiError::too_large("request body", limit));
                 }
-                Err(InvokeFailure::Agent(AgentError::RequestBody(e))) => return Err(ApiError::invalid(format!("reading request body: {e}"))),
                 Err(e) => failed(e)?,
             }
         }
@@ -422,6 +429,8 @@ fn failed(e: InvokeFailure) -> Result<Response, ApiError> {
         InvokeFailure::Agent(AgentError::BadResponse(m)) => return Err(HttpTriggerError::BadResponse(m).into()),
         InvokeFailure::Agent(AgentError::Unavailable(m)) => return Err(ApiError::unavailable("container runtime", m)),
         InvokeFailure::Agent(AgentError::NotDelivered(m)) => return Err(ApiError::unavailable("node agent", m)),
+        // The caller's own body broke off (over the limit is answered before this).
+        InvokeFailure::Agent(AgentError::RequestBody(m)) => return Err(ApiError::invalid(format!("reading request body: {m}"))),
         InvokeFailure::Agent(e) => return Err(ApiError::internal(e)),
         InvokeFailure::Acquire(AcquireError::Start(AgentError::Initialization(r))) => {
             let mut resp = function_failed(r);
