@@ -104,24 +104,15 @@ pub struct Call<'a> {
 
 /// Acquire a slot and run the event in it. An agent that could not even be connected to
 /// received nothing: its node is avoided from then on and the event is tried once more on
-/// another instance, so a dead node costs the caller nothing.
+/// another instance, so a dead node costs the caller nothing. (An HTTP trigger's request for
+/// a custom server goes through [`invoke_stream`] instead.)
 pub async fn invoke(rm: &ResourceManager, call: Call<'_>) -> Invocation {
-    invoke_with(rm, call, None).await
-}
-
-/// [`invoke`], sending an HTTP trigger's request through to a custom runtime or container
-/// with its own method and path instead of as an event (`POST /invoke`).
-pub async fn invoke_http(rm: &ResourceManager, call: Call<'_>, http: HttpPassthrough) -> Invocation {
-    invoke_with(rm, call, Some(http)).await
-}
-
-async fn invoke_with(rm: &ResourceManager, call: Call<'_>, http: Option<HttpPassthrough>) -> Invocation {
     let started = Instant::now();
     let mut retried = false;
     loop {
         match rm.acquire(call.f).await {
             Ok(slot) => {
-                let result = send(&slot, &call, http.clone()).await;
+                let result = send(&slot, &call).await;
                 if let Err(AgentError::NotDelivered(e)) = &result
                     && !retried
                 {
@@ -151,12 +142,12 @@ pub fn not_run(rm: &ResourceManager, call: &Call<'_>, e: AcquireError, started: 
 /// Run the event in an already acquired slot (the async dispatcher acquires separately, so
 /// that a shutdown can cancel the wait for a slot but never an event already in an instance).
 pub async fn run(rm: &ResourceManager, slot: Slot, call: Call<'_>, started: Instant) -> Invocation {
-    let result = send(&slot, &call, None).await;
+    let result = send(&slot, &call).await;
     complete(rm, slot, &call, result, started)
 }
 
 /// Send the event into the slot's instance (the body is reference-counted: a copy is cheap).
-async fn send(slot: &Slot, call: &Call<'_>, http: Option<HttpPassthrough>) -> Result<InvokeResponse, AgentError> {
+async fn send(slot: &Slot, call: &Call<'_>) -> Result<InvokeResponse, AgentError> {
     let mut headers = call.headers.clone();
     // The instance's base headers say which version it runs; this says how the call named it.
     if let Ok(q) = axum::http::HeaderValue::from_str(call.qualifier) {
@@ -168,7 +159,6 @@ async fn send(slot: &Slot, call: &Call<'_>, http: Option<HttpPassthrough>) -> Re
         headers,
         timeout: Duration::from_secs(call.f.config.timeout.into()),
         want_logs: call.want_logs,
-        http,
     };
     slot.node().invoke(slot.instance(), req).await
 }

@@ -793,21 +793,10 @@ impl Node for DockerNode {
         let mut headers = running.base_headers.clone();
         headers.extend(req.headers);
         headers.insert("x-fc-request-id", HeaderValue::from_str(&req.request_id).expect("ascii id"));
-        // An event is `POST /invoke`; an HTTP trigger's request keeps its method, path and
-        // content type (FC's control path for it is /http-invoke).
-        let (method, path) = match req.http {
-            None => {
-                headers.insert("x-fc-control-path", HeaderValue::from_static("/invoke"));
-                headers.insert("content-type", HeaderValue::from_static("application/octet-stream"));
-                (Method::POST, "/invoke".to_string())
-            }
-            Some(h) => {
-                headers.insert("x-fc-control-path", HeaderValue::from_static("/http-invoke"));
-                (h.method, h.path_and_query)
-            }
-        };
+        headers.insert("x-fc-control-path", HeaderValue::from_static("/invoke"));
+        headers.insert("content-type", HeaderValue::from_static("application/octet-stream"));
         let waiter = running.capture.begin(&req.request_id, req.want_logs);
-        match self.send(instance.addr, method, &path, headers, req.body, req.timeout).await {
+        match self.send(instance.addr, Method::POST, "/invoke", headers, req.body, req.timeout).await {
             Ok(Ok(mut resp)) => {
                 resp.logs = running.capture.end(&req.request_id, waiter).await;
                 Ok(resp)
@@ -831,6 +820,8 @@ impl Node for DockerNode {
         let mut headers = running.base_headers.clone();
         headers.extend(req.headers);
         headers.insert("x-fc-request-id", HeaderValue::from_str(&req.request_id).expect("ascii id"));
+        // The request keeps its method, path and content type (FC's control path for an HTTP
+        // trigger's request is /http-invoke).
         headers.insert("x-fc-control-path", HeaderValue::from_static("/http-invoke"));
         if let Some(n) = req.content_length {
             // hyper sends a body of unknown size chunked unless the length is declared.

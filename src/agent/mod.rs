@@ -92,10 +92,6 @@ pub struct InvokeRequest {
     pub timeout: Duration,
     /// Wait for this invocation's log lines and return them.
     pub want_logs: bool,
-    /// None: an event, sent as `POST /invoke`. Some: an HTTP trigger's request for a custom
-    /// runtime or container, sent with its own method and path (`headers` are then the
-    /// caller's, content type included).
-    pub http: Option<HttpPassthrough>,
 }
 
 /// The request line of an HTTP trigger's request passed through to the instance's server
@@ -197,7 +193,8 @@ pub trait Node: Send + Sync + 'static {
     fn node_id(&self) -> &str;
     /// Create and start an instance; returns once it is ready (and initialized).
     async fn start_instance(&self, spec: InstanceSpec) -> Result<InstanceInfo, AgentError>;
-    /// Send one event to an instance and wait for its answer (at most `req.timeout`).
+    /// Send one event to an instance (`POST /invoke`) and wait for its answer (at most
+    /// `req.timeout`).
     async fn invoke(&self, instance: &InstanceInfo, req: InvokeRequest) -> Result<InvokeResponse, AgentError>;
     /// Send an HTTP trigger's request into an instance, streaming both ways. Returns once
     /// the instance's response head arrived; the body follows (see [`StreamResponse`]).

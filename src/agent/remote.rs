@@ -123,7 +123,7 @@ impl Node for RemoteNode {
     }
 
     async fn invoke(&self, instance: &InstanceInfo, req: InvokeRequest) -> Result<InvokeResponse, AgentError> {
-        let mut headers = self.invoke_headers(&req.headers, &req.request_id, req.timeout, req.http.as_ref())?;
+        let mut headers = self.invoke_headers(&req.headers, &req.request_id, req.timeout, None)?;
         if req.want_logs {
             headers.insert(wire::WANT_LOGS, HeaderValue::from_static("1"));
         }

@@ -199,7 +199,6 @@ async fn invoke(State(s): State<AgentService>, Path(id): Path<String>, req: Requ
     let req = InvokeRequest {
         request_id: request_id.to_string(),
         body,
-        http,
         want_logs: header(&headers, wire::WANT_LOGS) == Some("1"),
         headers: caller_headers,
         timeout: Duration::from_millis(timeout_ms),
