@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use axum::http::HeaderMap;
 use bytes::Bytes;
 
-use crate::agent::{AgentError, HttpPassthrough, InvokeRequest, InvokeResponse, Node};
+use crate::agent::{AgentError, HttpPassthrough, InvokeRequest, InvokeResponse, Node, StreamRequest};
 use crate::logstore::InvocationSummary;
 use crate::metrics::Outcome;
 use crate::model::FunctionRecord;
@@ -104,24 +104,15 @@ pub struct Call<'a> {
 
 /// Acquire a slot and run the event in it. An agent that could not even be connected to
 /// received nothing: its node is avoided from then on and the event is tried once more on
-/// another instance, so a dead node costs the caller nothing.
+/// another instance, so a dead node costs the caller nothing. (An HTTP trigger's request for
+/// a custom server goes through [`invoke_stream`] instead.)
 pub async fn invoke(rm: &ResourceManager, call: Call<'_>) -> Invocation {
-    invoke_with(rm, call, None).await
-}
-
-/// [`invoke`], sending an HTTP trigger's request through to a custom runtime or container
-/// with its own method and path instead of as an event (`POST /invoke`).
-pub async fn invoke_http(rm: &ResourceManager, call: Call<'_>, http: HttpPassthrough) -> Invocation {
-    invoke_with(rm, call, Some(http)).await
-}
-
-async fn invoke_with(rm: &ResourceManager, call: Call<'_>, http: Option<HttpPassthrough>) -> Invocation {
     let started = Instant::now();
     let mut retried = false;
     loop {
         match rm.acquire(call.f).await {
             Ok(slot) => {
-                let result = send(&slot, &call, http.clone()).await;
+                let result = send(&slot, &call).await;
                 if let Err(AgentError::NotDelivered(e)) = &result
                     && !retried
                 {
@@ -151,12 +142,12 @@ pub fn not_run(rm: &ResourceManager, call: &Call<'_>, e: AcquireError, started: 
 /// Run the event in an already acquired slot (the async dispatcher acquires separately, so
 /// that a shutdown can cancel the wait for a slot but never an event already in an instance).
 pub async fn run(rm: &ResourceManager, slot: Slot, call: Call<'_>, started: Instant) -> Invocation {
-    let result = send(&slot, &call, None).await;
+    let result = send(&slot, &call).await;
     complete(rm, slot, &call, result, started)
 }
 
 /// Send the event into the slot's instance (the body is reference-counted: a copy is cheap).
-async fn send(slot: &Slot, call: &Call<'_>, http: Option<HttpPassthrough>) -> Result<InvokeResponse, AgentError> {
+async fn send(slot: &Slot, call: &Call<'_>) -> Result<InvokeResponse, AgentError> {
     let mut headers = call.headers.clone();
     // The instance's base headers say which version it runs; this says how the call named it.
     if let Ok(q) = axum::http::HeaderValue::from_str(call.qualifier) {
@@ -168,14 +159,146 @@ async fn send(slot: &Slot, call: &Call<'_>, http: Option<HttpPassthrough>) -> Re
         headers,
         timeout: Duration::from_secs(call.f.config.timeout.into()),
         want_logs: call.want_logs,
-        http,
     };
     slot.node().invoke(slot.instance(), req).await
 }
 
+/// An HTTP trigger's call to a custom runtime or container, streamed both ways (see
+/// [`StreamRequest`]). Owned: the call outlives the handler that started it, until its
+/// response body ends.
+pub struct StreamCall {
+    pub f: Arc<FunctionRecord>,
+    pub qualifier: String,
+    pub request_id: String,
+    pub headers: HeaderMap,
+    pub content_length: Option<u64>,
+    pub body: axum::body::Body,
+    pub http: HttpPassthrough,
+}
+
+/// What completing a streamed call needs once its handler has returned.
+struct Owned {
+    rm: ResourceManager,
+    f: Arc<FunctionRecord>,
+    qualifier: String,
+    request_id: String,
+    started: Instant,
+}
+
+impl Owned {
+    fn call(&self) -> Call<'_> {
+        Call {
+            f: &self.f,
+            qualifier: &self.qualifier,
+            request_id: &self.request_id,
+            kind: Kind::Sync,
+            body: Bytes::new(),
+            headers: HeaderMap::new(),
+            want_logs: false,
+        }
+    }
+}
+
+/// Held by a streamed response body: when the body ends, fails or is dropped (the caller went
+/// away), the slot is freed (or its instance discarded) and the invocation counted and
+/// summarized, so a slot stays taken for as long as its instance is still answering.
+struct Completion {
+    owned: Owned,
+    slot: Option<Slot>,
+    head: Option<InvokeResponse>,
+    error: Option<AgentError>,
+}
+
+impl Drop for Completion {
+    fn drop(&mut self) {
+        let Some(slot) = self.slot.take() else { return };
+        let result = match (self.error.take(), self.head.take()) {
+            (Some(e), _) => Err(e),
+            (None, Some(head)) => Ok(head),
+            (None, None) => Err(AgentError::Internal("streamed call completed twice".into())),
+        };
+        let call = self.owned.call();
+        complete(&self.owned.rm, slot, &call, result, self.owned.started);
+    }
+}
+
+/// A streamed call's response: the instance's head, and its body as the caller's response
+/// body (it ends with an error, which cuts the caller's connection, when the exchange failed
+/// part-way).
+pub struct Streamed {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub body: axum::body::Body,
+}
+
+fn unwrap_failure(inv: Invocation) -> InvokeFailure {
+    match inv.result {
+        Err(e) => e,
+        Ok(_) => InvokeFailure::Agent(AgentError::Internal("a failed call recorded as a success".into())),
+    }
+}
+
+/// Acquire a slot and stream an HTTP trigger's request into its instance. Returns the
+/// response head once the instance sent it; the slot is held until the returned body ends or
+/// is dropped. Sent once, never retried: the body is consumed by the first attempt.
+pub async fn invoke_stream(rm: &ResourceManager, call: StreamCall) -> Result<Streamed, InvokeFailure> {
+    let StreamCall { f, qualifier, request_id, mut headers, content_length, body, http } = call;
+    let owned = Owned { rm: rm.clone(), f, qualifier, request_id, started: Instant::now() };
+    let slot = match rm.acquire(&owned.f).await {
+        Ok(slot) => slot,
+        Err(e) => return Err(unwrap_failure(not_run(rm, &owned.call(), e, owned.started))),
+    };
+    if let Ok(q) = axum::http::HeaderValue::from_str(&owned.qualifier) {
+        headers.insert("x-fc-qualifier", q);
+    }
+    let req = StreamRequest {
+        request_id: owned.request_id.clone(),
+        headers,
+        content_length,
+        body,
+        timeout: Duration::from_secs(owned.f.config.timeout.into()),
+        http,
+    };
+    match slot.node().invoke_stream(slot.instance(), req).await {
+        Err(e) => {
+            if matches!(e, AgentError::NotDelivered(_)) {
+                rm.suspect(&slot.instance().node_id);
+            }
+            Err(unwrap_failure(complete(rm, slot, &owned.call(), Err(e), owned.started)))
+        }
+        Ok(resp) => {
+            let head = InvokeResponse {
+                status: resp.status,
+                headers: HeaderMap::new(),
+                body: Bytes::new(),
+                function_error: resp.function_error,
+                logs: None,
+            };
+            let guard = Completion { owned, slot: Some(slot), head: Some(head), error: None };
+            let body = futures_util::stream::unfold((resp.body, Some(guard)), |(mut inner, guard)| async move {
+                use futures_util::StreamExt;
+                // No guard: the previous item was the error that ended the stream.
+                let mut guard = guard?;
+                match inner.next().await? {
+                    Ok(b) => Some((Ok(b), (inner, Some(guard)))),
+                    Err(e) => {
+                        let item = Err(std::io::Error::other(e.to_string()));
+                        guard.error = Some(e);
+                        // Completed now, not whenever the caller's connection is torn down.
+                        drop(guard);
+                        Some((item, (inner, None)))
+                    }
+                }
+            });
+            Ok(Streamed { status: resp.status, headers: resp.headers, body: axum::body::Body::from_stream(body) })
+        }
+    }
+}
+
 /// Count and summarize the invocation, then free the slot (or discard its instance).
 fn complete(rm: &ResourceManager, slot: Slot, call: &Call<'_>, result: Result<InvokeResponse, AgentError>, started: Instant) -> Invocation {
-    let failed = result.is_err();
+    // The caller's body breaking off says nothing about the instance: it is kept.
+    let failed = result.as_ref().is_err_and(|e| !matches!(e, AgentError::RequestBody(_)));
     let instance_id = Some(slot.instance().instance_id.clone());
     let inv = Invocation { result: result.map_err(Into::into), instance_id, cold_start: slot.cold_start, duration: started.elapsed() };
     // Before a discard: the node reads the instance's memory before it stops it.

@@ -16,7 +16,8 @@ use bollard::query_parameters::{
 };
 use bytes::Bytes;
 use futures_util::StreamExt;
-use http_body_util::{BodyExt, Full, Limited};
+use axum::body::Body;
+use http_body_util::{BodyExt, Limited};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -26,7 +27,7 @@ use tracing::Instrument;
 use super::codecache::CodeCache;
 use super::logs::LogCapture;
 use super::pool::{self, Cell, Shape, WarmPool};
-use super::{AgentError, InstanceInfo, InstanceSpec, InvokeRequest, InvokeResponse, Node};
+use super::{AgentError, InstanceInfo, InstanceSpec, InvokeRequest, InvokeResponse, Node, StreamRequest, StreamResponse};
 use crate::config::AgentConfig;
 use crate::logstore::{InvocationSummary, LogStore};
 use crate::metrics::Metrics;
@@ -124,7 +125,8 @@ pub struct DockerNode {
     cfg: AgentConfig,
     code: CodeCache,
     logs: LogStore,
-    http: Client<HttpConnector, Full<Bytes>>,
+    /// One pool for events and streamed trigger requests alike.
+    http: Client<HttpConnector, Body>,
     max_response_bytes: usize,
     running: Arc<Mutex<HashMap<String, Arc<Running>>>>,
     tracker: TaskTracker,
@@ -360,7 +362,7 @@ impl DockerNode {
                 match &spec.health_path {
                     None => return Ok(()),
                     Some(path) => {
-                        let req = Request::get(format!("http://{addr}{path}")).body(Full::new(Bytes::new())).expect("valid request");
+                        let req = Request::get(format!("http://{addr}{path}")).body(Body::empty()).expect("valid request");
                         if let Ok(Ok(r)) = tokio::time::timeout(Duration::from_secs(1), self.http.request(req)).await
                             && r.status().is_success()
                         {
@@ -410,7 +412,7 @@ impl DockerNode {
         let mut req = Request::builder()
             .method(method)
             .uri(format!("http://{addr}{path}"))
-            .body(Full::new(body))
+            .body(Body::from(body))
             .expect("valid request");
         *req.headers_mut() = headers;
         let max = self.max_response_bytes;
@@ -698,6 +700,35 @@ impl DockerNode {
 }
 
 /// A node id as a path component.
+/// Closes an invocation's log record when dropped (the response body ended or was dropped).
+struct CaptureEnd {
+    capture: Arc<LogCapture>,
+    request_id: String,
+}
+
+impl Drop for CaptureEnd {
+    fn drop(&mut self) {
+        let (capture, id) = (self.capture.clone(), std::mem::take(&mut self.request_id));
+        // Without a waiter `end` does not wait; it is async only for the waiter's sake.
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move { capture.end(&id, None).await });
+        }
+    }
+}
+
+/// True when a request into an instance failed because the body we were sending (the
+/// caller's) broke off, not because of the instance.
+fn caller_body_failed(e: &hyper_util::client::legacy::Error) -> bool {
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if s.downcast_ref::<axum::Error>().is_some() || s.downcast_ref::<hyper::Error>().is_some_and(|h| h.is_user()) {
+            return true;
+        }
+        source = s.source();
+    }
+    false
+}
+
 fn sanitize(id: &str) -> String {
     id.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect()
 }
@@ -762,21 +793,10 @@ impl Node for DockerNode {
         let mut headers = running.base_headers.clone();
         headers.extend(req.headers);
         headers.insert("x-fc-request-id", HeaderValue::from_str(&req.request_id).expect("ascii id"));
-        // An event is `POST /invoke`; an HTTP trigger's request keeps its method, path and
-        // content type (FC's control path for it is /http-invoke).
-        let (method, path) = match req.http {
-            None => {
-                headers.insert("x-fc-control-path", HeaderValue::from_static("/invoke"));
-                headers.insert("content-type", HeaderValue::from_static("application/octet-stream"));
-                (Method::POST, "/invoke".to_string())
-            }
-            Some(h) => {
-                headers.insert("x-fc-control-path", HeaderValue::from_static("/http-invoke"));
-                (h.method, h.path_and_query)
-            }
-        };
+        headers.insert("x-fc-control-path", HeaderValue::from_static("/invoke"));
+        headers.insert("content-type", HeaderValue::from_static("application/octet-stream"));
         let waiter = running.capture.begin(&req.request_id, req.want_logs);
-        match self.send(instance.addr, method, &path, headers, req.body, req.timeout).await {
+        match self.send(instance.addr, Method::POST, "/invoke", headers, req.body, req.timeout).await {
             Ok(Ok(mut resp)) => {
                 resp.logs = running.capture.end(&req.request_id, waiter).await;
                 Ok(resp)
@@ -790,6 +810,49 @@ impl Node for DockerNode {
                 Err(AgentError::Timeout(req.timeout.as_secs()))
             }
         }
+    }
+
+    async fn invoke_stream(&self, instance: &InstanceInfo, req: StreamRequest) -> Result<StreamResponse, AgentError> {
+        let running = self
+            .get_running(&instance.instance_id)
+            .ok_or_else(|| AgentError::Internal(format!("instance {} is not running here", instance.instance_id)))?;
+        let deadline = tokio::time::Instant::now() + req.timeout;
+        let mut headers = running.base_headers.clone();
+        headers.extend(req.headers);
+        headers.insert("x-fc-request-id", HeaderValue::from_str(&req.request_id).expect("ascii id"));
+        // The request keeps its method, path and content type (FC's control path for an HTTP
+        // trigger's request is /http-invoke).
+        headers.insert("x-fc-control-path", HeaderValue::from_static("/http-invoke"));
+        if let Some(n) = req.content_length {
+            // hyper sends a body of unknown size chunked unless the length is declared.
+            headers.insert("content-length", HeaderValue::from(n));
+        }
+        let mut request =
+            Request::builder().method(req.http.method).uri(format!("http://{}{}", instance.addr, req.http.path_and_query)).body(req.body).expect("valid request");
+        *request.headers_mut() = headers;
+        let waiter = running.capture.begin(&req.request_id, false);
+        let resp = match tokio::time::timeout_at(deadline, self.http.request(request)).await {
+            Ok(Ok(resp)) => resp,
+            Ok(Err(e)) => {
+                running.capture.abandon(&req.request_id);
+                // The caller's body failing is not the instance's fault: keep the instance.
+                if caller_body_failed(&e) {
+                    return Err(AgentError::RequestBody(e.to_string()));
+                }
+                return Err(self.diagnose(&running.container_id, running.memory_mb, e.to_string()).await);
+            }
+            Err(_) => {
+                running.capture.abandon(&req.request_id);
+                return Err(AgentError::Timeout(req.timeout.as_secs()));
+            }
+        };
+        drop(waiter);
+        // Ends the invocation's log record when the body is done (or dropped: the caller left).
+        let logs = CaptureEnd { capture: running.capture.clone(), request_id: req.request_id.clone() };
+        let (parts, body) = resp.into_parts();
+        let function_error = parts.status.is_server_error();
+        let body = super::bounded_body(body.into_data_stream(), deadline, req.timeout, self.max_response_bytes, logs);
+        Ok(StreamResponse { status: parts.status.as_u16(), headers: parts.headers, function_error, body })
     }
 
     fn report(&self, mut summary: InvocationSummary) {

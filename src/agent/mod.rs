@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use axum::http::HeaderMap;
 use bytes::Bytes;
+use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 
 use crate::logstore::InvocationSummary;
@@ -91,10 +92,6 @@ pub struct InvokeRequest {
     pub timeout: Duration,
     /// Wait for this invocation's log lines and return them.
     pub want_logs: bool,
-    /// None: an event, sent as `POST /invoke`. Some: an HTTP trigger's request for a custom
-    /// runtime or container, sent with its own method and path (`headers` are then the
-    /// caller's, content type included).
-    pub http: Option<HttpPassthrough>,
 }
 
 /// The request line of an HTTP trigger's request passed through to the instance's server
@@ -105,6 +102,35 @@ pub struct HttpPassthrough {
     /// Origin-form: the path after the trigger's URL prefix (`/` at least), then `?query`.
     pub path_and_query: String,
 }
+
+/// An HTTP trigger's request for a custom runtime or container, streamed: the body goes into
+/// the instance as the caller sends it, and [`StreamResponse::body`] comes back as the
+/// instance writes it. Built-in runtimes never get one (their event needs the whole body).
+pub struct StreamRequest {
+    pub request_id: String,
+    /// The caller's headers (as [`InvokeRequest::headers`]).
+    pub headers: HeaderMap,
+    /// The caller's declared length, passed on so the instance gets a sized body (servers
+    /// that cannot read chunked requests still work); None: sent chunked.
+    pub content_length: Option<u64>,
+    pub body: axum::body::Body,
+    /// Bounds the whole exchange: the answer's head and the last byte of its body.
+    pub timeout: Duration,
+    pub http: HttpPassthrough,
+}
+
+/// The instance's answer to a [`StreamRequest`]: its head at once, its body as a stream. The
+/// stream ends with an `Err` (and nothing after it) when the exchange failed part-way: the
+/// deadline passed, the response grew past the node's limit, the instance broke off.
+pub struct StreamResponse {
+    pub status: u16,
+    pub headers: HeaderMap,
+    /// A 5xx from the custom server (as [`InvokeResponse::function_error`]).
+    pub function_error: bool,
+    pub body: BodyStream,
+}
+
+pub type BodyStream = futures_util::stream::BoxStream<'static, Result<Bytes, AgentError>>;
 
 #[derive(Debug, Serialize, Deserialize)]
 pub struct InvokeResponse {
@@ -148,6 +174,10 @@ pub enum AgentError {
     NotDelivered(String),
     #[error("agent error: {0}")]
     Internal(String),
+    /// The caller's request body broke off (it went away, or its body passed the limit)
+    /// before the instance answered: nobody's fault on the platform's or the function's side.
+    #[error("the request body could not be read: {0}")]
+    RequestBody(String),
     /// A control call from a resource manager whose leadership has ended (its fencing epoch
     /// is older than one the agent has seen).
     #[error("refused: fencing epoch {presented} is older than {current}: the caller is no longer the leader")]
@@ -163,8 +193,12 @@ pub trait Node: Send + Sync + 'static {
     fn node_id(&self) -> &str;
     /// Create and start an instance; returns once it is ready (and initialized).
     async fn start_instance(&self, spec: InstanceSpec) -> Result<InstanceInfo, AgentError>;
-    /// Send one event to an instance and wait for its answer (at most `req.timeout`).
+    /// Send one event to an instance (`POST /invoke`) and wait for its answer (at most
+    /// `req.timeout`).
     async fn invoke(&self, instance: &InstanceInfo, req: InvokeRequest) -> Result<InvokeResponse, AgentError>;
+    /// Send an HTTP trigger's request into an instance, streaming both ways. Returns once
+    /// the instance's response head arrived; the body follows (see [`StreamResponse`]).
+    async fn invoke_stream(&self, instance: &InstanceInfo, req: StreamRequest) -> Result<StreamResponse, AgentError>;
     /// Store the summary record of a finished invocation. Returns at once, so it never delays
     /// an answer: the node reads the instance's memory peak in the background, then stores
     /// the record. Call it before the instance is stopped, so that the reading comes first.
@@ -179,4 +213,34 @@ pub trait Node: Send + Sync + 'static {
     fn take_exited(&self) -> Vec<String> {
         Vec::new()
     }
+}
+
+/// An instance's response body as a stream that ends with an error (and then nothing) at the
+/// deadline, past `max` bytes, or when the instance breaks off; the stream holds `guard` until
+/// it is done or dropped.
+pub fn bounded_body<S, E, G>(inner: S, deadline: tokio::time::Instant, timeout: Duration, max: usize, guard: G) -> BodyStream
+where
+    S: futures_util::Stream<Item = Result<Bytes, E>> + Send + 'static,
+    E: std::fmt::Display,
+    G: Send + 'static,
+{
+    let state = (Box::pin(inner), 0usize, Some(guard));
+    futures_util::stream::unfold(state, move |(mut inner, sent, guard)| async move {
+        // `guard` gone: an error was the last item.
+        guard.as_ref()?;
+        let item = match tokio::time::timeout_at(deadline, inner.next()).await {
+            Err(_) => Err(AgentError::Timeout(timeout.as_secs())),
+            Ok(None) => return None,
+            Ok(Some(Err(e))) => Err(AgentError::BadResponse(format!("the response broke off: {e}"))),
+            Ok(Some(Ok(b))) if sent + b.len() > max => {
+                Err(AgentError::BadResponse(format!("the response is larger than {max} bytes; it was cut there")))
+            }
+            Ok(Some(Ok(b))) => {
+                let sent = sent + b.len();
+                return Some((Ok(b), (inner, sent, guard)));
+            }
+        };
+        Some((item, (inner, sent, None)))
+    })
+    .boxed()
 }

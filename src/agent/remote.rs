@@ -14,7 +14,7 @@ use base64::Engine;
 use bytes::Bytes;
 
 use super::wire::{self, ERROR_HEADER, PREFIX};
-use super::{AgentError, InstanceInfo, InstanceReport, InstanceSpec, InvokeRequest, InvokeResponse, Node};
+use super::{AgentError, InstanceInfo, InstanceReport, InstanceSpec, InvokeRequest, InvokeResponse, Node, StreamRequest, StreamResponse};
 
 /// Extra time over the function's own deadline before an agent is given up on: the agent
 /// enforces the deadline itself and answers Timeout; this only catches a silent agent.
@@ -84,6 +84,27 @@ impl RemoteNode {
         resp.json().await.map_err(|e| self.unreachable(e))
     }
 
+    /// The control headers of an invoke call, and the caller's headers that may be relayed.
+    fn invoke_headers(
+        &self,
+        caller: &axum::http::HeaderMap,
+        request_id: &str,
+        timeout: Duration,
+        http: Option<&super::HttpPassthrough>,
+    ) -> Result<axum::http::HeaderMap, AgentError> {
+        let mut headers = wire::relayable(caller);
+        headers.insert("authorization", self.auth.clone());
+        headers.insert(wire::REQUEST_ID, HeaderValue::from_str(request_id).expect("ascii id"));
+        headers.insert(wire::TIMEOUT_MS, HeaderValue::from(timeout.as_millis() as u64));
+        if let Some(h) = http {
+            headers.insert(wire::HTTP_METHOD, HeaderValue::from_str(h.method.as_str()).expect("a method is a token"));
+            let path = HeaderValue::from_str(&h.path_and_query)
+                .map_err(|_| AgentError::Internal(format!("path not sendable as a header: {}", h.path_and_query)))?;
+            headers.insert(wire::HTTP_PATH, path);
+        }
+        Ok(headers)
+    }
+
     /// Instances the agent runs, for a new leader to adopt. Carries the epoch, so from then on
     /// the agent refuses the previous leader.
     pub async fn list(&self) -> Result<Vec<InstanceReport>, AgentError> {
@@ -102,18 +123,9 @@ impl Node for RemoteNode {
     }
 
     async fn invoke(&self, instance: &InstanceInfo, req: InvokeRequest) -> Result<InvokeResponse, AgentError> {
-        let mut headers = wire::relayable(&req.headers);
-        headers.insert("authorization", self.auth.clone());
-        headers.insert(wire::REQUEST_ID, HeaderValue::from_str(&req.request_id).expect("ascii id"));
-        headers.insert(wire::TIMEOUT_MS, HeaderValue::from(req.timeout.as_millis() as u64));
+        let mut headers = self.invoke_headers(&req.headers, &req.request_id, req.timeout, None)?;
         if req.want_logs {
             headers.insert(wire::WANT_LOGS, HeaderValue::from_static("1"));
-        }
-        if let Some(h) = &req.http {
-            headers.insert(wire::HTTP_METHOD, HeaderValue::from_str(h.method.as_str()).expect("a method is a token"));
-            let path = HeaderValue::from_str(&h.path_and_query)
-                .map_err(|_| AgentError::Internal(format!("path not sendable as a header: {}", h.path_and_query)))?;
-            headers.insert(wire::HTTP_PATH, path);
         }
         let resp = self
             .http
@@ -137,6 +149,35 @@ impl Node for RemoteNode {
         let headers = wire::relayable(resp.headers());
         let body: Bytes = resp.bytes().await.map_err(|e| self.unreachable(e))?;
         Ok(InvokeResponse { status, headers, body, function_error, logs })
+    }
+
+    /// Relayed over the same invoke call, both bodies streamed; the agent streams it on
+    /// because it carries the HTTP method header. An error the agent meets part-way cuts its
+    /// answer, seen here as a broken body (or as the deadline passing, which both sides keep).
+    async fn invoke_stream(&self, instance: &InstanceInfo, req: StreamRequest) -> Result<StreamResponse, AgentError> {
+        let deadline = tokio::time::Instant::now() + req.timeout;
+        let mut headers = self.invoke_headers(&req.headers, &req.request_id, req.timeout, Some(&req.http))?;
+        if let Some(n) = req.content_length {
+            headers.insert("content-length", HeaderValue::from(n));
+        }
+        let resp = self
+            .http
+            .post(format!("{}/instances/{}/invoke", self.base, instance.instance_id))
+            .headers(headers)
+            .body(reqwest::Body::wrap_stream(req.body.into_data_stream()))
+            .timeout(req.timeout + INVOKE_MARGIN)
+            .send()
+            .await
+            .map_err(|e| if caller_body_failed(&e) { AgentError::RequestBody(e.to_string()) } else { self.unreachable(e) })?;
+        if resp.headers().contains_key(ERROR_HEADER) {
+            return Err(self.error_of(resp).await);
+        }
+        let status = resp.status().as_u16();
+        let function_error = resp.headers().contains_key(wire::FUNCTION_ERROR);
+        let headers = wire::relayable(resp.headers());
+        // The agent enforces the response limit; only the deadline is kept here too.
+        let body = super::bounded_body(resp.bytes_stream(), deadline, req.timeout, usize::MAX, ());
+        Ok(StreamResponse { status, headers, function_error, body })
     }
 
     /// Sent in the background to the agent, which measures the instance and stores the record
@@ -171,4 +212,16 @@ impl Node for RemoteNode {
         let v: serde_json::Value = self.call(self.control(reqwest::Method::POST, "/reset"), START_DEADLINE).await?;
         Ok(v["stopped"].as_u64().unwrap_or(0) as usize)
     }
+}
+
+/// True when a call failed because the body being sent (the caller's) broke off.
+fn caller_body_failed(e: &reqwest::Error) -> bool {
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if s.downcast_ref::<axum::Error>().is_some() {
+            return true;
+        }
+        source = s.source();
+    }
+    false
 }

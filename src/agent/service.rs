@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::{Next, from_fn_with_state};
@@ -140,7 +140,9 @@ fn header<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
     h.get(name).and_then(|v| v.to_str().ok())
 }
 
-async fn invoke(State(s): State<AgentService>, Path(id): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
+async fn invoke(State(s): State<AgentService>, Path(id): Path<String>, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let headers = parts.headers;
     let Some(info) = s.instances.lock().expect("instances lock").get(&id).map(|r| r.info.clone()) else {
         return error(StatusCode::NOT_FOUND, AgentError::Internal(format!("instance {id} is not running on this node")));
     };
@@ -158,15 +160,49 @@ async fn invoke(State(s): State<AgentService>, Path(id): Path<String>, headers: 
         },
         _ => return error(StatusCode::BAD_REQUEST, AgentError::Internal("HTTP method without path, or path not absolute".into())),
     };
+    let span = tracing::info_span!("invoke", request_id = %request_id, instance = %id);
+    let caller_headers: HeaderMap =
+        wire::relayable(&headers).into_iter().filter_map(|(n, v)| Some((n?, v))).filter(|(n, _)| n != "authorization").collect();
+    if let Some(http) = http {
+        // An HTTP trigger's request: streamed both ways (the controller enforces the request
+        // limit; the node the response limit and the deadline).
+        let req = crate::agent::StreamRequest {
+            request_id: request_id.to_string(),
+            headers: caller_headers,
+            content_length: header(&headers, "content-length").and_then(|v| v.parse().ok()),
+            body,
+            timeout: Duration::from_millis(timeout_ms),
+            http,
+        };
+        return match s.node.invoke_stream(&info, req).instrument(span).await {
+            Ok(r) => {
+                use futures_util::StreamExt;
+                // An error part-way ends the body with an error: hyper then cuts the answer.
+                let body = r.body.map(|item| item.map_err(|e| std::io::Error::other(e.to_string())));
+                let mut resp = Response::new(Body::from_stream(body));
+                *resp.status_mut() = StatusCode::from_u16(r.status).unwrap_or(StatusCode::BAD_GATEWAY);
+                *resp.headers_mut() = wire::relayable(&r.headers);
+                if r.function_error {
+                    resp.headers_mut().insert(wire::FUNCTION_ERROR, HeaderValue::from_static("1"));
+                }
+                resp
+            }
+            Err(e) => agent_error(e),
+        };
+    }
+    // An event: buffered, up to the body limit (the route's DefaultBodyLimit applies to
+    // extractors only).
+    let body = match axum::body::to_bytes(body, s.max_body).await {
+        Ok(b) => b,
+        Err(e) => return error(StatusCode::PAYLOAD_TOO_LARGE, AgentError::Internal(format!("reading the event: {e}"))),
+    };
     let req = InvokeRequest {
         request_id: request_id.to_string(),
         body,
-        http,
         want_logs: header(&headers, wire::WANT_LOGS) == Some("1"),
-        headers: wire::relayable(&headers).into_iter().filter_map(|(n, v)| Some((n?, v))).filter(|(n, _)| n != "authorization").collect(),
+        headers: caller_headers,
         timeout: Duration::from_millis(timeout_ms),
     };
-    let span = tracing::info_span!("invoke", request_id = %req.request_id, instance = %id);
     match s.node.invoke(&info, req).instrument(span).await {
         Ok(r) => {
             let mut resp = Response::new(Body::from(r.body));

@@ -5,7 +5,7 @@
 //! | call | request | answer |
 //! |---|---|---|
 //! | `POST /internal/v1/instances` | [`InstanceSpec`](super::InstanceSpec) JSON | [`InstanceInfo`](super::InstanceInfo) JSON |
-//! | `POST /internal/v1/instances/{id}/invoke` | the event (or an HTTP trigger's body), raw; control headers below | the function's status, headers and body |
+//! | `POST /internal/v1/instances/{id}/invoke` | the event (or an HTTP trigger's body, streamed), raw; control headers below | the function's status, headers and body (streamed for an HTTP trigger; cut on a failure part-way) |
 //! | `DELETE /internal/v1/instances/{id}` | | 204 |
 //! | `GET /internal/v1/instances` | | `[InstanceReport]` |
 //! | `POST /internal/v1/reset` | | `{"stopped": n}`: every instance stopped |
@@ -23,8 +23,8 @@ pub const PREFIX: &str = "/internal/v1";
 pub const REQUEST_ID: &str = "x-nubis-request-id";
 pub const TIMEOUT_MS: &str = "x-nubis-timeout-ms";
 pub const WANT_LOGS: &str = "x-nubis-want-logs";
-/// An HTTP trigger's request passed through (`InvokeRequest::http`): its method and its
-/// origin-form path; absent on events.
+/// An HTTP trigger's request passed through: its method and its origin-form path; absent on
+/// events. With them the agent streams both bodies ([`super::Node::invoke_stream`]).
 pub const HTTP_METHOD: &str = "x-nubis-http-method";
 pub const HTTP_PATH: &str = "x-nubis-http-path";
 /// On control calls (start, stop, list, reset): the caller's fencing epoch, the revision of its

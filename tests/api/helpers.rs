@@ -283,3 +283,21 @@ pub fn python_function(name: &str, code: &str) -> Value {
 }
 
 pub const PY_UPPER: &str = "def handler(event, context):\n    print('got', event.decode())\n    return event.upper()\n";
+
+/// GET `stream_url` and read its first chunk; only then call `go_url`, which lets the server
+/// write the rest; returns (first chunk, rest). Bounded by deadlines, never by sleeps.
+pub async fn stream_in_two(stream_url: &str, go_url: &str) -> (String, String) {
+    let deadline = std::time::Duration::from_secs(30);
+    let http = reqwest::Client::new();
+    let mut r = tokio::time::timeout(deadline, http.get(stream_url).send()).await.expect("stream head in time").unwrap();
+    assert_eq!(r.status(), 200);
+    let mut first = Vec::new();
+    while !first.ends_with(b"\n") {
+        let chunk = tokio::time::timeout(deadline, r.chunk()).await.expect("first chunk before the server is told to go on").unwrap();
+        first.extend_from_slice(&chunk.expect("the stream ended before its first line"));
+    }
+    let go = http.get(go_url).send().await.unwrap();
+    assert_eq!(go.status(), 207);
+    let rest = tokio::time::timeout(deadline, r.bytes()).await.expect("the rest in time").unwrap();
+    (String::from_utf8(first).unwrap(), String::from_utf8(rest.to_vec()).unwrap())
+}

@@ -178,38 +178,16 @@ async fn nodejs_gets_the_fc_event_and_its_answer_becomes_the_response() {
     app.shutdown().await.unwrap();
 }
 
-/// A custom runtime's server: answers what it received (method, path, a header, the body).
-const CUSTOM_ECHO: &str = r#"import os
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
-class H(BaseHTTPRequestHandler):
-    protocol_version = 'HTTP/1.1'
-    def _any(self):
-        n = int(self.headers.get('content-length') or 0)
-        body = self.rfile.read(n)
-        self.send_response(207)
-        self.send_header('x-method', self.command)
-        self.send_header('x-path', self.path)
-        self.send_header('x-got', self.headers.get('x-custom', ''))
-        self.send_header('x-control', self.headers.get('x-fc-control-path', ''))
-        self.send_header('x-fwd-host', self.headers.get('x-forwarded-host', ''))
-        self.send_header('x-fc-internal', 'hidden')
-        self.send_header('content-type', self.headers.get('content-type', 'none'))
-        self.send_header('content-length', str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = _any
-    def log_message(self, *a):
-        pass
-
-ThreadingHTTPServer(('0.0.0.0', int(os.environ['FC_SERVER_PORT'])), H).serve_forever()
-"#;
+/// A custom runtime's server: answers what it received (method, path, a header, the body);
+/// `/stream` answers in two chunks, the second only after a call to `/go`.
+const CUSTOM_ECHO: &str = include_str!("../support/custom_echo.py");
 
 #[tokio::test]
 async fn custom_runtimes_get_the_request_passed_through() {
     // A small body limit, to see it refused without sending 32 MB.
     let app = spawn_app_with(|c| c.limits.max_sync_payload_bytes = 8 << 20).await;
-    let body = json!({"functionName": "web-custom", "runtime": "custom.debian12", "handler": "x", "timeout": 30,
+    // Several calls per instance: `/go` must reach the instance that is streaming `/stream`.
+    let body = json!({"functionName": "web-custom", "runtime": "custom.debian12", "handler": "x", "timeout": 30, "instanceConcurrency": 4,
         "customRuntimeConfig": {"command": ["python3", "/code/server.py"], "port": 9000},
         "code": {"zipFile": b64(&zip_of(&[("server.py", CUSTOM_ECHO)]))}});
     assert_eq!(app.create_function(body).await.status, 200);
@@ -224,11 +202,20 @@ async fn custom_runtimes_get_the_request_passed_through() {
     let r = call(&app, "GET", &web, &[], vec![]).await;
     assert_eq!((r.status, r.header("x-path")), (207, Some("/")));
 
-    // 5 MB in, the same 5 MB out, unchanged.
-    let big: Vec<u8> = (0..5 << 20).map(|i| (i % 251) as u8).collect();
+    // The response streams: the first chunk arrives while the server still waits to be told
+    // to write the last.
+    let (first, rest) = stream_in_two(&app.url(&format!("{web}/stream")), &app.url(&format!("{web}/go"))).await;
+    assert_eq!((first.as_str(), rest.as_str()), ("first\n", "second\n"));
+
+    // Up to the limit in, the same bytes out, declared or chunked.
+    let big: Vec<u8> = (0..8 << 20).map(|i| (i % 251) as u8).collect();
     let r = call(&app, "POST", &format!("{web}/upload"), &[("content-type", "application/octet-stream")], big.clone()).await;
     assert_eq!((r.status, r.body.len()), (207, big.len()));
-    assert!(r.body == big, "the body came back changed");
+    assert_eq!(hex::encode(sha2::Sha256::digest(&r.body)), hex::encode(sha2::Sha256::digest(&big)), "the body came back changed");
+    let chunks = futures_util::stream::iter(big.chunks(1 << 20).map(|c| Ok::<_, std::io::Error>(c.to_vec())).collect::<Vec<_>>());
+    let r = reqwest::Client::new().post(app.url(&format!("{web}/upload"))).body(reqwest::Body::wrap_stream(chunks)).send().await.unwrap();
+    assert_eq!(r.status(), 207);
+    assert_eq!(hex::encode(sha2::Sha256::digest(r.bytes().await.unwrap())), hex::encode(sha2::Sha256::digest(&big)), "chunked upload");
     // Over the limit: 400 EntityTooLarge, declared or not.
     let over = vec![b'z'; (8 << 20) + 1];
     let msg = call(&app, "POST", &web, &[], over.clone()).await.assert_error(400, "EntityTooLarge");
@@ -237,6 +224,28 @@ async fn custom_runtimes_get_the_request_passed_through() {
     h.insert("host", HeaderValue::from_str(&app.addr.to_string()).unwrap());
     let (status, j) = crate::auth::send_chunked(&app, &Method::POST, &web, &h, &over).await;
     assert_eq!((status, j["Code"].as_str()), (400, Some("EntityTooLarge")), "chunked, no length declared: {j}");
+
+    // The function's timeout bounds the whole exchange: a response still streaming then is cut.
+    let body = json!({"functionName": "web-slow", "runtime": "custom.debian12", "handler": "x", "timeout": 2,
+        "customRuntimeConfig": {"command": ["python3", "/code/server.py"], "port": 9000},
+        "code": {"zipFile": b64(&zip_of(&[("server.py", CUSTOM_ECHO)]))}});
+    assert_eq!(app.create_function(body).await.status, 200);
+    let slow = http_trigger(&app, "web-slow", "web", json!({"authType": "anonymous", "methods": ["GET"]})).await;
+    let mut r = reqwest::get(app.url(&format!("{slow}/stream"))).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let deadline = std::time::Duration::from_secs(30);
+    let first = tokio::time::timeout(deadline, r.chunk()).await.expect("first chunk in time").unwrap();
+    assert_eq!(first.as_deref(), Some(&b"first\n"[..]));
+    let rest = tokio::time::timeout(deadline, r.bytes()).await.expect("cut in time, not after the server's own 60 s");
+    assert!(rest.is_err(), "a response past the deadline is cut, so the caller sees it incomplete: {rest:?}");
+    // Counted when the stream ended, as a timeout.
+    eventually(deadline, "the cut stream counted as a timeout", || async {
+        let text = reqwest::get(app.url("/metrics")).await.ok()?.text().await.ok()?;
+        text.lines()
+            .any(|l| l.starts_with("nubis_invocations_total{") && l.contains(r#"function="web-slow""#) && l.contains(r#"outcome="timeout""#))
+            .then_some(())
+    })
+    .await;
     app.shutdown().await.unwrap();
 }
 

@@ -1,11 +1,13 @@
 //! An HTTP trigger of a custom container on a remote agent: the request's method and path
 //! travel controller → agent → instance (the agent protocol's `x-nubis-http-*` headers), and the
-//! instance's own answers come back unchanged.
+//! instance's own answers come back unchanged; a response streams back as the instance writes
+//! it.
 
 use std::time::Duration;
 
 use serde_json::json;
 
+use crate::helpers::stream_in_two;
 use crate::{Cluster, echo_function, wait_for_nodes};
 
 #[tokio::test]
@@ -35,5 +37,46 @@ async fn http_triggers_pass_requests_through_remote_agents() {
     assert_eq!(r.status(), 404, "the server's own 404, relayed");
     let r = http.put(format!("{url}/invoke")).body("x").send().await.unwrap();
     assert_eq!(r.status(), 501, "PUT reached the server as PUT");
+    app.shutdown().await.unwrap();
+}
+
+/// The HTTP trigger tests' custom server (tests/support/custom_echo.py), run as a custom
+/// container from the custom runtime's image: agents of this cluster have no code store.
+#[tokio::test]
+async fn http_trigger_responses_stream_through_remote_agents() {
+    let cluster = Cluster::new();
+    let a = cluster.agent("a");
+    let app = cluster.controller_with(|c| c.limits.max_sync_payload_bytes = 8 << 20).await;
+    wait_for_nodes(&app.api, &[&a.node_id], Duration::from_secs(30)).await;
+    // Several calls per instance: `/go` must reach the instance that is streaming `/stream`.
+    let f = json!({"functionName": "web-stream", "runtime": "custom-container", "handler": "unused", "memorySize": 128,
+        "timeout": 60, "instanceConcurrency": 4,
+        "customContainerConfig": {"image": "nubis/runtime-custom-debian12:latest", "port": 9000,
+            "entrypoint": ["python3", "-c"], "command": [include_str!("../support/custom_echo.py")]}});
+    let r = app.api.create_function(f).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let cfg = json!({"authType": "anonymous", "methods": ["GET", "POST"]}).to_string();
+    let r = app
+        .api
+        .json_request("POST", "/2023-03-30/functions/web-stream/triggers", "", Some(json!({"triggerName": "web", "triggerType": "http", "triggerConfig": cfg})))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let url = r.json()["httpTrigger"]["urlInternet"].as_str().unwrap().to_string();
+
+    let (first, rest) = stream_in_two(&format!("{url}/stream"), &format!("{url}/go")).await;
+    assert_eq!((first.as_str(), rest.as_str()), ("first\n", "second\n"));
+    // An upload of several MB streams through the agent and back, unchanged.
+    let big: Vec<u8> = (0..6 << 20).map(|i| (i % 251) as u8).collect();
+    let r = reqwest::Client::new().post(format!("{url}/upload")).body(big.clone()).send().await.unwrap();
+    assert_eq!(r.status(), 207);
+    assert!(r.bytes().await.unwrap() == big, "the body came back changed");
+    // Over the limit and chunked (no length to refuse up front): the stream to the agent is
+    // broken off at the limit, and the caller gets 400 EntityTooLarge.
+    let over = vec![b'z'; (8 << 20) + 1];
+    let chunks = futures_util::stream::iter(over.chunks(1 << 20).map(|c| Ok::<_, std::io::Error>(c.to_vec())).collect::<Vec<_>>());
+    let r = reqwest::Client::new().post(format!("{url}/upload")).body(reqwest::Body::wrap_stream(chunks)).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    let j: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(j["Code"], "EntityTooLarge", "{j}");
     app.shutdown().await.unwrap();
 }

@@ -16,22 +16,31 @@
 //! These routes never pass the API's signature layer: a trigger is anonymous, or checks its
 //! own signature ([`auth`]). A request, in order: the trigger (404 `TriggerNotFound`), the
 //! public URL switch (403), a CORS preflight (answered here when `corsConfig` is set), the
-//! method filter (405), FC's request limits (400), the signature (`authType: function`), the
-//! body (at most `limits.max_sync_payload_bytes`, else 400 `EntityTooLarge`), the qualifier
-//! (an alias picks a version per call) and the invocation switch (412), then the call:
+//! method filter (405), FC's request limits (400), the signature (`authType: function`; when
+//! it covers the body hash the body is read whole first), the qualifier (an alias picks a
+//! version per call) and the invocation switch (412), then the call:
 //! - built-in runtimes get FC 3.0's HTTP event and their return value becomes the response
-//!   ([`event`]);
+//!   ([`event`]). Buffered: the event needs the whole body (at most
+//!   `limits.max_sync_payload_bytes`, else 400 `EntityTooLarge`), and the return value is the
+//!   whole response (at most `limits.max_response_bytes`, else 502);
 //! - custom runtimes and containers get the request passed through (method, path, query,
-//!   headers, body) and their response is relayed ([`crate::agent::HttpPassthrough`]).
+//!   headers, body) and their response is relayed ([`crate::agent::HttpPassthrough`]),
+//!   **streamed both ways** ([`invoker::invoke_stream`]): the body goes into the instance as
+//!   the caller sends it, and the response goes back as the instance writes it.
 //!
-//! Bodies are buffered both ways (the invoke path into an instance is buffered): a request up
-//! to `limits.max_sync_payload_bytes`, a response up to `limits.max_response_bytes` (a larger
-//! one is 502). Nothing is streamed yet.
+//! Limits of a streamed call: a declared length over `limits.max_sync_payload_bytes` is 400
+//! `EntityTooLarge` before the call; a chunked body breaks off at the limit, which is 400
+//! `EntityTooLarge` when the instance has not answered yet (else its answer, already under
+//! way, is relayed). A response past `limits.max_response_bytes`, or still streaming when the
+//! function's timeout ends, is cut: the connection ends without the final chunk, so the caller
+//! sees it incomplete. The slot is held until the response ends (or the caller goes away), and
+//! the invocation is summarized then.
 
 pub mod auth;
 pub mod event;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::Router;
 use axum::body::Body;
@@ -182,18 +191,19 @@ async fn serve(st: &AppState, access: Access, function: &str, trigger: &str, req
     }
 
     // The signature first when it does not cover the body, so an unsigned caller cannot make
-    // us read a large body.
+    // us read a large body. One that covers it needs the whole body first: such a call is
+    // then sent on from memory.
     let function_auth = cfg.auth_type == crate::model::trigger::http::AuthType::Function;
     let signed = auth::SignedRequest { method: &parts.method, raw_path: parts.uri.path(), raw_query, headers: &parts.headers };
     let body = if function_auth && !signed.signs_body_hash() {
         check_signature(st, &signed, None).await?;
-        read_body(st, &parts.headers, body).await?
-    } else {
+        Incoming::Raw(body)
+    } else if function_auth {
         let bytes = read_body(st, &parts.headers, body).await?;
-        if function_auth {
-            check_signature(st, &signed, Some(&crate::api::auth::sha256_hex(&bytes))).await?;
-        }
-        bytes
+        check_signature(st, &signed, Some(&crate::api::auth::sha256_hex(&bytes))).await?;
+        Incoming::Read(bytes)
+    } else {
+        Incoming::Raw(body)
     };
 
     let resolved = resolve(st, function, Some(&t.qualifier), Pick::Weighted).await?;
@@ -204,6 +214,10 @@ async fn serve(st: &AppState, access: Access, function: &str, trigger: &str, req
     let request_id = current_request_id();
     let mut resp = match f.config.runtime.kind() {
         RuntimeKind::Python | RuntimeKind::Nodejs => {
+            let body = match body {
+                Incoming::Read(b) => b,
+                Incoming::Raw(b) => read_body(st, &parts.headers, b).await?,
+            };
             let peer = parts.extensions.get::<ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip().to_string()).unwrap_or_default();
             let protocol = format!("{:?}", parts.version);
             let cx = event::EventContext {
@@ -227,12 +241,35 @@ async fn serve(st: &AppState, access: Access, function: &str, trigger: &str, req
             }
         }
         RuntimeKind::CustomDebian12 | RuntimeKind::CustomContainer => {
+            let limit = st.cfg.limits.max_sync_payload_bytes;
+            let over = Arc::new(AtomicBool::new(false));
+            let (content_length, body) = match body {
+                Incoming::Read(b) => (Some(b.len() as u64), Body::from(b)),
+                Incoming::Raw(b) => {
+                    let declared = declared_length(&parts.headers);
+                    // Refused before the call when the caller says so up front.
+                    if declared.is_some_and(|n| n > limit as u64) {
+                        return Err(ApiError::too_large("request body", limit));
+                    }
+                    (declared, limited(b, limit, over.clone()))
+                }
+            };
             let http = HttpPassthrough { method: parts.method.clone(), path_and_query };
             let peer = parts.extensions.get::<ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip());
-            let call = call(&f, &resolved.qualifier, &request_id, body, passthrough_headers(&parts.headers, peer));
-            let inv = invoker::invoke_http(&st.rm, call, http).await;
-            match inv.result {
+            let call = invoker::StreamCall {
+                f: f.clone(),
+                qualifier: resolved.qualifier.clone(),
+                request_id: request_id.clone(),
+                headers: passthrough_headers(&parts.headers, peer),
+                content_length,
+                body,
+                http,
+            };
+            match invoker::invoke_stream(&st.rm, call).await {
                 Ok(r) => relayed(r),
+                Err(InvokeFailure::Agent(AgentError::RequestBody(_))) if over.load(Ordering::SeqCst) => {
+                    return Err(ApiError::too_large("request body", limit));
+                }
                 Err(e) => failed(e)?,
             }
         }
@@ -268,8 +305,7 @@ async fn check_signature(st: &AppState, r: &auth::SignedRequest<'_>, body_hash: 
 /// The body, at most the sync payload limit (400 `EntityTooLarge` beyond, as InvokeFunction).
 async fn read_body(st: &AppState, headers: &HeaderMap, body: Body) -> Result<Bytes, ApiError> {
     let limit = st.cfg.limits.max_sync_payload_bytes;
-    let declared = headers.get("content-length").and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > limit) {
+    if declared_length(headers).is_some_and(|n| n > limit as u64) {
         return Err(ApiError::too_large("request body", limit));
     }
     axum::body::to_bytes(body, limit).await.map_err(|e| {
@@ -277,6 +313,34 @@ async fn read_body(st: &AppState, headers: &HeaderMap, body: Body) -> Result<Byt
             std::error::Error::source(&e).is_some_and(|s| s.downcast_ref::<http_body_util::LengthLimitError>().is_some());
         if too_large { ApiError::too_large("request body", limit) } else { ApiError::invalid(format!("reading request body: {e}")) }
     })
+}
+
+/// A request body as it is declared (`Content-Length`); None when it comes chunked.
+fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    headers.get("content-length").and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+}
+
+/// The caller's body, streamed on, that fails once more than `limit` bytes came (and sets
+/// `over`, so the failure of the call it breaks off is reported as 400 EntityTooLarge).
+fn limited(body: Body, limit: usize, over: Arc<AtomicBool>) -> Body {
+    use futures_util::StreamExt;
+    let mut seen = 0usize;
+    Body::from_stream(body.into_data_stream().map(move |chunk| {
+        let chunk = chunk?;
+        seen += chunk.len();
+        if seen > limit {
+            over.store(true, Ordering::SeqCst);
+            return Err(axum::Error::new(format!("the request body exceeds {limit} bytes")));
+        }
+        Ok(chunk)
+    }))
+}
+
+/// The request body: a built-in runtime's event needs it whole; a custom server gets it as it
+/// comes, unless the signature covered it and it was read for that.
+enum Incoming {
+    Raw(Body),
+    Read(Bytes),
 }
 
 /// The caller's headers for a custom server: all but the connection's own (and Host: the
@@ -301,9 +365,9 @@ fn passthrough_headers(h: &HeaderMap, peer: Option<std::net::IpAddr>) -> HeaderM
 }
 
 /// A custom server's answer, relayed: its status, headers (but the platform's and the
-/// connection's own) and body.
-fn relayed(r: InvokeResponse) -> Response {
-    let mut resp = Response::new(Body::from(r.body));
+/// connection's own) and body, streamed as the instance writes it.
+fn relayed(r: invoker::Streamed) -> Response {
+    let mut resp = Response::new(r.body);
     *resp.status_mut() = StatusCode::from_u16(r.status).unwrap_or(StatusCode::BAD_GATEWAY);
     for (name, value) in r.headers.iter() {
         if !event::is_reserved_response_header(name.as_str()) {
@@ -365,6 +429,8 @@ fn failed(e: InvokeFailure) -> Result<Response, ApiError> {
         InvokeFailure::Agent(AgentError::BadResponse(m)) => return Err(HttpTriggerError::BadResponse(m).into()),
         InvokeFailure::Agent(AgentError::Unavailable(m)) => return Err(ApiError::unavailable("container runtime", m)),
         InvokeFailure::Agent(AgentError::NotDelivered(m)) => return Err(ApiError::unavailable("node agent", m)),
+        // The caller's own body broke off (over the limit is answered before this).
+        InvokeFailure::Agent(AgentError::RequestBody(m)) => return Err(ApiError::invalid(format!("reading request body: {m}"))),
         InvokeFailure::Agent(e) => return Err(ApiError::internal(e)),
         InvokeFailure::Acquire(AcquireError::Start(AgentError::Initialization(r))) => {
             let mut resp = function_failed(r);
