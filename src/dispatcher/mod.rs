@@ -647,7 +647,14 @@ impl Dispatcher {
         if store.transition_task(&task.function_name, &task.task_id, &live, &c).await? {
             return finished(status);
         }
-        let stopped = TaskChange { status: Some(TaskStatus::Stopped), event_detail: format!("stopped ({detail})"), ..c };
+        // Stopped whatever the outcome, and then without the run's return payload: a stopped
+        // task shows no result, even when its run got to finish before the stop took hold.
+        let stopped = TaskChange {
+            status: Some(TaskStatus::Stopped),
+            event_detail: format!("stopped ({detail})"),
+            return_payload: None,
+            ..c
+        };
         if store.transition_task(&task.function_name, &task.task_id, &[TaskStatus::Stopping], &stopped).await? {
             return finished(TaskStatus::Stopped);
         }
