@@ -49,11 +49,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{Parser, ValueEnum};
 use common::{
-    Api, Cpu, NODE_SERVER, PY_HANDLER, Server, b64, binary_facts, epoch_ms, git_describe, loadavg, mem_total, nproc, proc_cpu,
-    server_binary,
+    Api, Cpu, FUNCTION, Runtime, Server, binary_facts, broker_pid, create_trivial_function, epoch_ms,
+    git_describe, loadavg, mem_total, nproc, proc_cpu, server_binary,
 };
-use nubis::codestore::package::build_zip;
-use serde_json::json;
 use sqlx::Row;
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
 
@@ -137,14 +135,6 @@ impl Backend {
         }
     }
 }
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-enum Runtime {
-    Custom,
-    Python,
-}
-
-const FUNCTION: &str = "bench-trivial";
 
 fn main() -> Result<()> {
     let args = Args::parse();
@@ -271,7 +261,7 @@ async fn bench_backend(args: &Args, bin: &Path, backend: Backend) -> Result<Back
     let server = start_server(bin, dir.path(), args, backend, &kafka, true).await?;
     let outcome = async {
         let api = server.api(c);
-        create_function(&api, args).await?;
+        create_trivial_function(&api, args.runtime, args.function_cpu, args.instance_concurrency).await?;
         // Warm-up: start the instance and fill the connection pools, outside the timings.
         drive(2 * c, c, &api, Op::Sync).await.context("warm-up")?;
 
@@ -353,7 +343,7 @@ async fn split_run(args: &Args, bin: &Path, backend: Backend) -> Result<Split> {
     let server = start_server(bin, dir.path(), args, backend, &kafka, false).await?;
     let accepted = async {
         let api = server.api(c);
-        create_function(&api, args).await?;
+        create_trivial_function(&api, args.runtime, args.function_cpu, args.instance_concurrency).await?;
         let cpu0 = server.cpu();
         let t = drive(n, c, &api, Op::Async).await.context("async submit (dispatcher off)")?;
         Ok::<_, anyhow::Error>((n as f64 / t.as_secs_f64(), server.cpu().since(cpu0)))
@@ -452,35 +442,8 @@ async fn start_server(bin: &Path, data_dir: &Path, args: &Args, backend: Backend
     Ok(server)
 }
 
-/// The pid of the broker started by `scripts/test-services.sh start kafka`, if it is running.
-fn broker_pid() -> Option<String> {
-    let run = std::env::var("NUBIS_RUN_DIR").unwrap_or_else(|_| "/tmp/nubis-run".into());
-    let pid = std::fs::read_to_string(Path::new(&run).join("kafka.pid")).ok()?.trim().to_string();
-    Path::new(&format!("/proc/{pid}")).exists().then_some(pid)
-}
-
 // ---------------------------------------------------------------------------------------------
 // Signed FC API calls
-
-async fn create_function(api: &Api, args: &Args) -> Result<()> {
-    let mut body = match args.runtime {
-        Runtime::Custom => json!({
-            "runtime": "custom.debian12", "handler": "not.used",
-            "customRuntimeConfig": {"command": ["node", "/code/server.js"], "port": 9000},
-            "code": {"zipFile": b64(&build_zip(&[("server.js", NODE_SERVER.as_bytes(), 0o644)]))},
-        }),
-        Runtime::Python => json!({
-            "runtime": "python3.10", "handler": "index.handler",
-            "code": {"zipFile": b64(&build_zip(&[("index.py", PY_HANDLER.as_bytes(), 0o644)]))},
-        }),
-    };
-    let extra = json!({
-        "functionName": FUNCTION, "memorySize": 512, "cpu": args.function_cpu, "timeout": 30,
-        "instanceConcurrency": args.instance_concurrency,
-    });
-    body.as_object_mut().expect("object").extend(extra.as_object().expect("object").clone());
-    api.create_function(&body).await
-}
 
 async fn invoke_sync(api: &Api, i: usize) -> Result<()> {
     let (_, body) = api.invoke_sync(FUNCTION, event(i)).await?;

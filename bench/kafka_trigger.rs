@@ -35,15 +35,17 @@
 #[path = "common/mod.rs"]
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use clap::{Parser, ValueEnum};
-use common::{Api, Cpu, NODE_SERVER, PY_HANDLER, Server, b64, binary_facts, git_describe, loadavg, mem_total, nproc, server_binary};
-use nubis::codestore::package::build_zip;
+use clap::Parser;
+use common::{
+    Api, Cpu, FUNCTION, Runtime, Server, binary_facts, broker_pid, create_trivial_function, git_describe,
+    loadavg, mem_total, nproc, server_binary,
+};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
@@ -104,14 +106,6 @@ struct Args {
     #[arg(long, hide = true)]
     bench: bool,
 }
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-enum Runtime {
-    Custom,
-    Python,
-}
-
-const FUNCTION: &str = "bench-trivial";
 
 fn main() -> Result<()> {
     let args = Args::parse();
@@ -218,7 +212,7 @@ type Measured = ((f64, Cpu), Vec<Row>);
 
 async fn measure(args: &Args, server: &Server, brokers: &str) -> Result<Measured> {
     let api = server.api(args.concurrency);
-    create_function(&api, args).await?;
+    create_trivial_function(&api, args.runtime, args.function_cpu, args.instance_concurrency).await?;
     let producer: FutureProducer =
         ClientConfig::new().set("bootstrap.servers", brokers).set("acks", "all").set("linger.ms", "5").create()?;
     let id = &uuid::Uuid::new_v4().simple().to_string()[..12];
@@ -422,33 +416,6 @@ fn rustc_running() -> usize {
                 .count()
         })
         .unwrap_or(0)
-}
-
-/// The pid of the broker started by `scripts/test-services.sh start kafka`, if it is running.
-fn broker_pid() -> Option<String> {
-    let run = std::env::var("NUBIS_RUN_DIR").unwrap_or_else(|_| "/tmp/nubis-run".into());
-    let pid = std::fs::read_to_string(Path::new(&run).join("kafka.pid")).ok()?.trim().to_string();
-    Path::new(&format!("/proc/{pid}")).exists().then_some(pid)
-}
-
-async fn create_function(api: &Api, args: &Args) -> Result<()> {
-    let mut body = match args.runtime {
-        Runtime::Custom => json!({
-            "runtime": "custom.debian12", "handler": "not.used",
-            "customRuntimeConfig": {"command": ["node", "/code/server.js"], "port": 9000},
-            "code": {"zipFile": b64(&build_zip(&[("server.js", NODE_SERVER.as_bytes(), 0o644)]))},
-        }),
-        Runtime::Python => json!({
-            "runtime": "python3.10", "handler": "index.handler",
-            "code": {"zipFile": b64(&build_zip(&[("index.py", PY_HANDLER.as_bytes(), 0o644)]))},
-        }),
-    };
-    let extra = json!({
-        "functionName": FUNCTION, "memorySize": 512, "cpu": args.function_cpu, "timeout": 30,
-        "instanceConcurrency": args.instance_concurrency,
-    });
-    body.as_object_mut().expect("object").extend(extra.as_object().expect("object").clone());
-    api.create_function(&body).await
 }
 
 /// `n` sync calls with `event`, at most `c` in flight; the wall time.

@@ -47,6 +47,7 @@ use bollard::models::{ContainerCreateBody, HostConfig, HostConfigLogConfig};
 use bollard::query_parameters::{CreateContainerOptions, InspectContainerOptions, ListContainersOptions, RemoveContainerOptions};
 use clap::{Parser, ValueEnum};
 use common::{
+    Runtime,
     Api, NODE_SERVER, PY_HANDLER, Server, b64, binary_facts, container_cpu, git_describe, loadavg, mem_total, nproc, proc_cpu,
     server_binary,
 };
@@ -139,12 +140,6 @@ enum Scenario {
     Cold,
     Burst,
     All,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-enum Runtime {
-    Custom,
-    Python,
 }
 
 impl Runtime {

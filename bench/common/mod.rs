@@ -14,7 +14,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method};
 use bytes::Bytes;
 use nubis::api::auth::sign_request;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 /// A minimal HTTP/1.1 keep-alive server answering every request with "ok". keepAliveTimeout 0:
 /// never close an idle pooled connection under the platform (Node's default is 5 s).
@@ -359,4 +359,42 @@ pub fn mem_total() -> String {
 
 pub fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg").map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" ")).unwrap_or_default()
+}
+
+/// The trivial function every bench calls: a Node.js HTTP server on `custom.debian12`, or a
+/// Python handler.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Runtime {
+    Custom,
+    Python,
+}
+
+pub const FUNCTION: &str = "bench-trivial";
+
+/// Create [`FUNCTION`] with the trivial code of `runtime` (512 MB, 30 s).
+pub async fn create_trivial_function(api: &Api, runtime: Runtime, cpu: f64, instance_concurrency: u32) -> Result<()> {
+    let mut body = match runtime {
+        Runtime::Custom => json!({
+            "runtime": "custom.debian12", "handler": "not.used",
+            "customRuntimeConfig": {"command": ["node", "/code/server.js"], "port": 9000},
+            "code": {"zipFile": b64(&nubis::codestore::package::build_zip(&[("server.js", NODE_SERVER.as_bytes(), 0o644)]))},
+        }),
+        Runtime::Python => json!({
+            "runtime": "python3.10", "handler": "index.handler",
+            "code": {"zipFile": b64(&nubis::codestore::package::build_zip(&[("index.py", PY_HANDLER.as_bytes(), 0o644)]))},
+        }),
+    };
+    let extra = json!({
+        "functionName": FUNCTION, "memorySize": 512, "cpu": cpu, "timeout": 30,
+        "instanceConcurrency": instance_concurrency,
+    });
+    body.as_object_mut().expect("object").extend(extra.as_object().expect("object").clone());
+    api.create_function(&body).await
+}
+
+/// The pid of the broker started by `scripts/test-services.sh start kafka`, if it is running.
+pub fn broker_pid() -> Option<String> {
+    let run = std::env::var("NUBIS_RUN_DIR").unwrap_or_else(|_| "/tmp/nubis-run".into());
+    let pid = std::fs::read_to_string(Path::new(&run).join("kafka.pid")).ok()?.trim().to_string();
+    Path::new(&format!("/proc/{pid}")).exists().then_some(pid)
 }
