@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use super::client::enc;
 use super::error::CliError;
 use super::output::{Format, Table, cell, fields, print_json};
-use super::{ConnArgs, Ctx, more_hint};
+use super::{ConnArgs, Ctx, print_page};
 
 #[derive(clap::Args, Debug)]
 pub struct AliasesArgs {
@@ -109,13 +109,7 @@ pub async fn run(ctx: &Ctx, args: AliasesArgs) -> Result<(), CliError> {
             let mut q = vec![("limit", limit.to_string())];
             q.extend(next_token.map(|t| ("nextToken", t)));
             let page = ctx.client.get_json(&base(&function), &q).await?;
-            match ctx.format {
-                Format::Json => print_json(&page),
-                Format::Text => {
-                    print!("{}", aliases_table(&page).render());
-                    more_hint(&page);
-                }
-            }
+            print_page(ctx, &page, aliases_table);
         }
         AliasesCmd::Get { function, alias } => {
             show(&ctx.client.get_json(&format!("{}/{}", base(&function), enc(&alias)), &[]).await?);

@@ -5,7 +5,7 @@ use serde_json::Value;
 use super::client::enc;
 use super::error::CliError;
 use super::output::{Format, Table, cell, fields, print_json};
-use super::{ConnArgs, Ctx, more_hint};
+use super::{ConnArgs, Ctx, print_page};
 
 #[derive(clap::Args, Debug)]
 pub struct FunctionsArgs {
@@ -82,13 +82,7 @@ pub async fn run(ctx: &Ctx, args: FunctionsArgs) -> Result<(), CliError> {
             q.extend(prefix.map(|p| ("prefix", p)));
             q.extend(next_token.map(|t| ("nextToken", t)));
             let page = ctx.client.get_json("/2023-03-30/functions", &q).await?;
-            match ctx.format {
-                Format::Json => print_json(&page),
-                Format::Text => {
-                    print!("{}", functions_table(&page).render());
-                    more_hint(&page);
-                }
-            }
+            print_page(ctx, &page, functions_table);
         }
         FunctionsCmd::Get { function, qualifier } => {
             let q: Vec<(&str, String)> = qualifier.map(|v| ("qualifier", v)).into_iter().collect();

@@ -121,9 +121,16 @@ pub fn ms_time(v: &Value) -> String {
 }
 
 /// Tells a person that a list has more pages (stderr, so stdout stays the table).
-pub fn more_hint(page: &Value) {
-    if let Some(t) = page["nextToken"].as_str().filter(|t| !t.is_empty()) {
-        eprintln!("(more: --next-token {t})");
+/// One page of a list: the API's JSON, or its table and, on stderr, the token of the next page.
+pub fn print_page(ctx: &Ctx, page: &Value, table: fn(&Value) -> output::Table) {
+    match ctx.format {
+        Format::Json => output::print_json(page),
+        Format::Text => {
+            print!("{}", table(page).render());
+            if let Some(t) = page["nextToken"].as_str().filter(|t| !t.is_empty()) {
+                eprintln!("(more: --next-token {t})");
+            }
+        }
     }
 }
 

@@ -6,7 +6,7 @@ use serde_json::Value;
 use super::client::enc;
 use super::error::CliError;
 use super::output::{Format, Table, cell, fields, print_json};
-use super::{ConnArgs, Ctx, more_hint, ms_time};
+use super::{ConnArgs, Ctx, print_page, ms_time};
 
 #[derive(clap::Args, Debug)]
 #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
@@ -115,13 +115,7 @@ pub async fn run(ctx: &Ctx, args: TasksArgs) -> Result<(), CliError> {
             q.extend(l.qualifier.map(|v| ("qualifier", v)));
             q.extend(l.next_token.map(|v| ("nextToken", v)));
             let page = ctx.client.get_json(&base(&function), &q).await?;
-            match ctx.format {
-                Format::Json => print_json(&page),
-                Format::Text => {
-                    print!("{}", tasks_table(&page).render());
-                    more_hint(&page);
-                }
-            }
+            print_page(ctx, &page, tasks_table);
         }
         TasksCmd::Get { function, task_id, qualifier } => {
             let q: Vec<(&str, String)> = qualifier.map(|v| ("qualifier", v)).into_iter().collect();

@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 use super::client::enc;
 use super::error::CliError;
 use super::output::{Format, Table, cell, print_json};
-use super::{ConnArgs, Ctx, more_hint};
+use super::{ConnArgs, Ctx, print_page};
 
 #[derive(clap::Args, Debug)]
 pub struct VersionsArgs {
@@ -53,13 +53,7 @@ pub async fn run(ctx: &Ctx, args: VersionsArgs) -> Result<(), CliError> {
             let mut q = vec![("limit", limit.to_string())];
             q.extend(next_token.map(|t| ("nextToken", t)));
             let page = ctx.client.get_json(&format!("/2023-03-30/functions/{}/versions", enc(&function)), &q).await?;
-            match ctx.format {
-                Format::Json => print_json(&page),
-                Format::Text => {
-                    print!("{}", versions_table(&page).render());
-                    more_hint(&page);
-                }
-            }
+            print_page(ctx, &page, versions_table);
         }
         VersionsCmd::Publish { function, description } => {
             let body = match description {
