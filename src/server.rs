@@ -264,7 +264,7 @@ impl Server {
         let listener = TcpListener::bind(cfg.server.listen).await.with_context(|| format!("binding {}", cfg.server.listen))?;
         let code_url_key = keyring.derived_key("code-links");
         let cfg_samples_kept = cfg.console.samples_kept;
-        let state = AppState {
+        let state = AppState::new(crate::api::Handles {
             cfg,
             store,
             code,
@@ -281,7 +281,7 @@ impl Server {
             timers: timer_wake,
             kafka_triggers: EngineWake::default(),
             samples: Arc::new(crate::console::Samples::new(cfg_samples_kept)),
-        };
+        });
         if state.cfg.console.enabled {
             crate::console::spawn_sampler(&state, &tracker, cancel.child_token());
         }

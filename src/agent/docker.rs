@@ -12,7 +12,7 @@ use bollard::Docker;
 use bollard::models::{ContainerCreateBody, HostConfig, HostConfigLogConfig};
 use bollard::query_parameters::{
     CreateContainerOptions, CreateImageOptions, InspectContainerOptions, ListContainersOptions, LogsOptions,
-    RemoveContainerOptions, StatsOptions,
+    RemoveContainerOptions,
 };
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -26,6 +26,7 @@ use tracing::Instrument;
 
 use super::codecache::CodeCache;
 use super::logs::LogCapture;
+use super::memory::{self, EngineReading};
 use super::pool::{self, Cell, Shape, WarmPool};
 use super::{AgentError, InstanceInfo, InstanceSpec, InvokeRequest, InvokeResponse, Node, StreamRequest, StreamResponse};
 use crate::config::AgentConfig;
@@ -53,70 +54,14 @@ struct Running {
     memory_mb: u32,
     /// The function's x-fc-* headers, sent on every call into the instance.
     base_headers: HeaderMap,
-    /// Held (read) by each summary still reading the container's memory; `stop_instance` takes
-    /// it (write) before removing the container, so a discarded instance is measured first.
-    /// Holds the engine's last memory reading of the instance (see `memory_peak`).
+    /// The cgroup file of its memory peak, when the agent can see it (see [`super::memory`]).
+    cgroup_peak: Option<std::fs::File>,
+    /// Otherwise: held (read) by each summary still waiting for the engine's memory reading;
+    /// `stop_instance` takes it (write) before removing the container, so a discarded instance
+    /// is measured first. Holds the engine's last reading of the instance.
     measuring: Arc<tokio::sync::RwLock<EngineReading>>,
     /// A former warm-pool cell's own code directory, removed with the instance.
     cell_dir: Option<std::path::PathBuf>,
-}
-
-/// Longest wait for Docker's memory reading of an instance (one-shot stats answer in ~0.1 s).
-const STATS_TIMEOUT: Duration = Duration::from_secs(2);
-
-/// At most one memory reading of an instance from the engine per this interval (when its
-/// cgroup cannot be read directly): a stats call costs ~0.35 ms of CPU in the agent and the
-/// engine together, more than the rest of a warm invocation.
-const ENGINE_READ_INTERVAL: Duration = Duration::from_secs(1);
-
-/// The engine's last memory reading of an instance: when it was asked for, and the answer.
-#[derive(Default)]
-struct EngineReading {
-    last: tokio::sync::Mutex<Option<(Instant, Option<u64>)>>,
-}
-
-/// The container's peak memory use since it started, in bytes, read after the invocation that
-/// ended at `ended`: cgroup v1 `max_usage` (page cache included), or cgroup v2 `memory.peak`.
-/// None when the container is gone or stopped.
-///
-/// Read from the container's cgroup when the agent sees the engine's cgroups (it runs on the
-/// Docker host): exact and a few µs. Otherwise from Docker's one-shot stats, at most once per
-/// `ENGINE_READ_INTERVAL` per instance: a summary waits for a reading that started after its
-/// invocation ended (the peak only grows, so that reading covers it), and one reading serves
-/// every summary waiting for it. Engines on cgroup v2 report no peak through stats; then the
-/// current usage, a lower bound.
-async fn memory_peak(docker: &Docker, container_id: &str, engine: &EngineReading, ended: Instant) -> Option<u64> {
-    /// The peak from the cgroup filesystem: cgroupfs or systemd driver, cgroup v1 or v2.
-    fn from_cgroup(id: &str) -> Option<u64> {
-        if id.is_empty() || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return None;
-        }
-        let paths = [
-            format!("/sys/fs/cgroup/memory/docker/{id}/memory.max_usage_in_bytes"),
-            format!("/sys/fs/cgroup/memory/system.slice/docker-{id}.scope/memory.max_usage_in_bytes"),
-            format!("/sys/fs/cgroup/system.slice/docker-{id}.scope/memory.peak"),
-            format!("/sys/fs/cgroup/docker/{id}/memory.peak"),
-        ];
-        paths.iter().find_map(|p| std::fs::read_to_string(p).ok()?.trim().parse().ok()).filter(|b: &u64| *b > 0)
-    }
-    if let Some(peak) = from_cgroup(container_id) {
-        return Some(peak);
-    }
-    let mut last = engine.last.lock().await;
-    if let Some((asked, peak)) = *last {
-        if asked >= ended {
-            return peak;
-        }
-        tokio::time::sleep_until((asked + ENGINE_READ_INTERVAL).into()).await;
-    }
-    let asked = Instant::now();
-    // one_shot: the engine answers at once instead of sampling twice, a second apart.
-    let opts = StatsOptions { stream: false, one_shot: true };
-    let read = async { docker.stats(container_id, Some(opts)).next().await?.ok() };
-    let mem = tokio::time::timeout(STATS_TIMEOUT, read).await.ok().flatten().and_then(|s| s.memory_stats);
-    let peak = mem.and_then(|m| m.max_usage.or(m.usage)).filter(|b| *b > 0);
-    *last = Some((asked, peak));
-    peak
 }
 
 pub struct DockerNode {
@@ -517,11 +462,13 @@ impl DockerNode {
     }
 
     fn add_running(&self, spec: &InstanceSpec, container_id: String, capture: Arc<LogCapture>, cell_dir: Option<std::path::PathBuf>) {
+        let cgroup_peak = memory::open_cgroup_peak(&container_id);
         let running = Arc::new(Running {
             container_id,
             capture,
             memory_mb: spec.memory_mb,
             base_headers: spec.base_headers.clone(),
+            cgroup_peak,
             measuring: Arc::default(),
             cell_dir,
         });
@@ -859,6 +806,12 @@ impl Node for DockerNode {
         summary.node_id = self.node_id.clone();
         let ended = Instant::now();
         let running = self.get_running(&summary.instance_id);
+        if let Some(file) = running.as_ref().and_then(|r| r.cgroup_peak.as_ref()) {
+            // One pread: cheaper than handing the record to a task.
+            summary.set_memory(memory::read_cgroup_peak(file));
+            self.logs.append(summary.into_line());
+            return;
+        }
         // Taken now, before the caller can discard the instance: its stop waits for the reading.
         let Some((container_id, guard)) =
             running.and_then(|r| r.measuring.clone().try_read_owned().ok().map(|guard| (r.container_id.clone(), guard)))
@@ -872,7 +825,7 @@ impl Node for DockerNode {
         self.tracker.spawn(
             async move {
                 let t = Instant::now();
-                let peak = memory_peak(&docker, &container_id, &guard, ended).await;
+                let peak = guard.peak(&docker, &container_id, ended).await;
                 tracing::debug!(ms = t.elapsed().as_millis() as u64, bytes = peak, "instance memory read");
                 summary.set_memory(peak);
                 logs.append(summary.into_line());
@@ -887,7 +840,7 @@ impl Node for DockerNode {
     async fn stop_instance(&self, instance_id: &str) {
         let running = self.running.lock().expect("running lock").remove(instance_id);
         if let Some(r) = running {
-            // Summaries still reading its memory go first (each bounded by STATS_TIMEOUT).
+            // Summaries still reading its memory go first (each bounded by memory::STATS_TIMEOUT).
             let _measured = r.measuring.write().await;
             tracing::debug!(instance = instance_id, "removing the container");
             self.remove(&r.container_id).await;

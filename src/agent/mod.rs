@@ -6,6 +6,7 @@
 pub mod codecache;
 pub mod docker;
 pub mod logs;
+pub mod memory;
 pub mod pool;
 pub mod remote;
 pub mod service;

@@ -169,10 +169,10 @@ pub fn canonical_query(raw_query: &str) -> String {
 
 /// Header value as text: UTF-8 if valid, otherwise Latin-1 (Python's http.client encodes header
 /// strings as Latin-1, so this reproduces the string it signed).
-fn header_text(v: &HeaderValue) -> String {
+fn header_text(v: &HeaderValue) -> std::borrow::Cow<'_, str> {
     match std::str::from_utf8(v.as_bytes()) {
-        Ok(s) => s.to_string(),
-        Err(_) => v.as_bytes().iter().map(|&b| b as char).collect(),
+        Ok(s) => s.into(),
+        Err(_) => v.as_bytes().iter().map(|&b| b as char).collect::<String>().into(),
     }
 }
 
@@ -208,15 +208,26 @@ pub fn canonical_request_with_query(
     names.sort();
     names.dedup();
     let path = if raw_path.is_empty() { "/" } else { raw_path };
-    let mut out = format!("{}\n{}\n{}\n", method.as_str(), path, canonical_query);
+    let mut out = String::with_capacity(256 + payload.len());
+    for part in [method.as_str(), path, canonical_query] {
+        out.push_str(part);
+        out.push('\n');
+    }
     for name in &names {
-        let mut values: Vec<String> = headers
-            .get_all(name.as_str())
-            .iter()
-            .map(|v| header_text(v).trim().to_string())
-            .collect();
-        values.sort();
-        out.push_str(&format!("{name}:{}\n", values.join(",")));
+        // Runs on every signed request: one value (the usual case) is written without a list.
+        let all = headers.get_all(name.as_str());
+        let mut iter = all.iter();
+        out.push_str(name);
+        out.push(':');
+        match (iter.next(), iter.next()) {
+            (Some(v), None) => out.push_str(header_text(v).trim()),
+            _ => {
+                let mut values: Vec<String> = all.iter().map(|v| header_text(v).trim().to_string()).collect();
+                values.sort();
+                out.push_str(&values.join(","));
+            }
+        }
+        out.push('\n');
     }
     out.push('\n');
     out.push_str(&names.join(";"));
@@ -249,7 +260,7 @@ pub fn signature_matches(secret: &str, string_to_sign: &str, signature_hex: &str
 
 /// Header value as text, as the signer saw it (see [`header_text`]).
 pub fn header_value_text(v: &HeaderValue) -> String {
-    header_text(v)
+    header_text(v).into_owned()
 }
 
 pub fn sha256_hex(bytes: &[u8]) -> String {

@@ -53,9 +53,27 @@ pub use error::ApiError;
 use error::REQUEST_ID;
 use keys::Keyring;
 
-/// Handles only; the logic lives in the modules that own it.
+/// Handles only; the logic lives in the modules that own it. One `Arc`: the router clones the
+/// state for every request (each middleware layer and the `State` extractor), so a clone must be
+/// one reference count, not one per handle.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Handles>);
+
+impl AppState {
+    pub fn new(handles: Handles) -> Self {
+        Self(Arc::new(handles))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Handles;
+
+    fn deref(&self) -> &Handles {
+        &self.0
+    }
+}
+
+pub struct Handles {
     pub cfg: Arc<Config>,
     pub store: Store,
     pub code: CodeStore,
