@@ -7,10 +7,13 @@
 //!   (python3.10, returns "ok"), both with `instanceConcurrency` 100 so one instance serves every
 //!   call. Baseline: the SAME instance called directly, `POST http://<bridge ip>:9000/invoke`
 //!   with the headers of the instance contract (docs/contract.md), from this process with the
-//!   same HTTP client. Latency p50/p99 at client concurrency 1, calls/s at `--concurrency`
-//!   (16 and 32 by default), direct and Nubis in alternating rounds. CPU per call of each part:
-//!   the server, the instance's container (cgroup), the container engine (dockerd, containerd
-//!   and the shims, machine-wide) and this client.
+//!   same HTTP client. And the floor of any proxy: the same calls through a minimal forwarding
+//!   process (this bench re-executed with `--floor-proxy`), so the report shows what one HTTP
+//!   hop costs here, apart from what the platform adds. Latency p50/p99 at client concurrency 1,
+//!   calls/s at `--concurrency` (16 and 32 by default), direct, floor and Nubis in alternating
+//!   rounds. CPU per call of each part: the server (or the floor proxy), the instance's
+//!   container (cgroup), the container engine (dockerd, containerd and the shims, machine-wide)
+//!   and this client.
 //! - **cold**: first-invoke latency of a new zip Python function, `--cold-runs` times, each time
 //!   a new function name and new code (so the code is unpacked too), at the default size
 //!   (128 MB, the shape the warm pool keeps ready). One server with the warm pool off, then one
@@ -47,8 +50,7 @@ use bollard::models::{ContainerCreateBody, HostConfig, HostConfigLogConfig};
 use bollard::query_parameters::{CreateContainerOptions, InspectContainerOptions, ListContainersOptions, RemoveContainerOptions};
 use clap::{Parser, ValueEnum};
 use common::{
-    Runtime,
-    Api, NODE_SERVER, PY_HANDLER, Server, b64, binary_facts, container_cpu, git_describe, loadavg, mem_total, nproc, proc_cpu,
+    Api, NODE_SERVER, PY_HANDLER, Runtime, Server, b64, binary_facts, container_cpu, git_describe, loadavg, mem_total, nproc, proc_cpu,
     server_binary,
 };
 // LABEL_CELL: on warm-pool cells (kept once a cell serves a function; an idle cell has an empty
@@ -87,8 +89,8 @@ struct Args {
     /// warm: client concurrencies of the throughput measurements (comma-separated).
     #[arg(long, value_delimiter = ',', default_values_t = [16, 32])]
     concurrency: Vec<usize>,
-    /// warm: rounds per measurement; direct and Nubis alternate, so drift in the machine's load
-    /// hits both. Latencies are pooled over the rounds, calls/s is the median round.
+    /// warm: rounds per measurement; direct, floor and Nubis alternate, so drift in the
+    /// machine's load hits all three. Latencies are pooled over the rounds, calls/s is the median round.
     #[arg(long, default_value_t = 3)]
     rounds: usize,
     /// warm: the functions measured (comma-separated).
@@ -132,6 +134,9 @@ struct Args {
     /// Passed by `cargo bench`; ignored.
     #[arg(long, hide = true)]
     bench: bool,
+    /// Internal: serve as the warm scenario's floor proxy in front of this instance address.
+    #[arg(long, hide = true)]
+    floor_proxy: Option<SocketAddr>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -178,6 +183,9 @@ fn met(ok: bool) -> &'static str {
 
 fn main() -> Result<()> {
     let args = Args::parse();
+    if let Some(instance) = args.floor_proxy {
+        return floor_proxy(instance);
+    }
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(args.client_threads.max(1)).enable_all().build()?;
     rt.block_on(run(args))
 }
@@ -218,11 +226,13 @@ async fn run(args: Args) -> Result<()> {
 // ---------------------------------------------------------------------------------------------
 // Warm sync invoke: Nubis vs the same instance called directly
 
-/// One call into a function, through Nubis or straight into its instance.
+/// One call into a function, through Nubis, straight into its instance, or through the floor
+/// proxy (a `Direct` pointed at the proxy).
 #[derive(Clone)]
 enum Caller {
     Nubis { api: Api, function: String },
     Direct(Direct),
+    Floor(Direct),
 }
 
 impl Caller {
@@ -230,13 +240,14 @@ impl Caller {
         match self {
             Caller::Nubis { .. } => "Nubis",
             Caller::Direct(_) => "direct",
+            Caller::Floor(_) => "floor",
         }
     }
 
     async fn call(&self, i: usize) -> Result<()> {
         let body = match self {
             Caller::Nubis { api, function } => api.invoke_sync(function, event(i)).await?.1,
-            Caller::Direct(d) => d.invoke(event(i)).await?,
+            Caller::Direct(d) | Caller::Floor(d) => d.invoke(event(i)).await?,
         };
         if &body[..] != b"ok" {
             bail!("{} call: unexpected answer {}", self.name(), String::from_utf8_lossy(&body));
@@ -294,6 +305,94 @@ impl Direct {
         }
         Ok(body)
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The floor: what any HTTP proxy in front of the instance costs on this machine. A separate
+// process, so its CPU is read from its pid like the server's; none of the platform's work (auth,
+// routing, logs, metrics), only what every forwarding server must do per call.
+
+/// The bench re-executed with `--floor-proxy <instance>`: serves `POST /invoke` on 127.0.0.1
+/// and forwards it to the instance. Killed when dropped, so an error path leaves no proxy.
+struct FloorProxy {
+    child: tokio::process::Child,
+    addr: SocketAddr,
+}
+
+impl FloorProxy {
+    async fn start(instance: SocketAddr) -> Result<Self> {
+        use tokio::io::AsyncBufReadExt;
+        let mut child = tokio::process::Command::new(std::env::current_exe()?)
+            .arg("--floor-proxy")
+            .arg(instance.to_string())
+            // Held open by `child`: the proxy exits when it closes, even if this process dies
+            // without dropping the guard.
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting the floor proxy")?;
+        let mut line = String::new();
+        let stdout = child.stdout.take().ok_or_else(|| anyhow!("no stdout"))?;
+        tokio::time::timeout(Duration::from_secs(10), tokio::io::BufReader::new(stdout).read_line(&mut line))
+            .await
+            .context("the floor proxy did not print its address within 10 s")??;
+        let addr = line.trim().parse().with_context(|| format!("the floor proxy printed {line:?}"))?;
+        Ok(Self { child, addr })
+    }
+
+    fn pid(&self) -> Option<String> {
+        self.child.id().map(|p| p.to_string())
+    }
+
+    async fn stop(mut self) {
+        let _ = self.child.kill().await;
+    }
+}
+
+type ProxyClient = hyper_util::client::legacy::Client<hyper_util::client::legacy::connect::HttpConnector, axum::body::Body>;
+
+fn floor_proxy(instance: SocketAddr) -> Result<()> {
+    // Like the server's #[tokio::main]: multi-threaded, one worker per core.
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        println!("{}", listener.local_addr()?);
+        tokio::spawn(async {
+            let _ = tokio::io::copy(&mut tokio::io::stdin(), &mut tokio::io::sink()).await;
+            std::process::exit(0);
+        });
+        // The agent's client (DockerNode::new): keep-alive pool, no Nagle.
+        let mut conn = hyper_util::client::legacy::connect::HttpConnector::new();
+        conn.set_nodelay(true);
+        let http: ProxyClient = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .build(conn);
+        let uri: axum::http::Uri = format!("http://{instance}/invoke").parse()?;
+        let app = axum::Router::new().route("/invoke", axum::routing::post(floor_forward)).with_state((http, uri));
+        axum::serve(listener, app).await?;
+        Ok(())
+    })
+}
+
+/// The client's headers (the contract's, as the direct path sends them) and body go to the
+/// instance; its answer comes back. Both bodies are read whole, as `DockerNode::send` does.
+async fn floor_forward(
+    axum::extract::State((http, uri)): axum::extract::State<(ProxyClient, axum::http::Uri)>,
+    mut headers: HeaderMap,
+    body: bytes::Bytes,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    use http_body_util::BodyExt;
+    // The proxy's own Host would be wrong for the instance; the client sets the right one.
+    headers.remove(reqwest::header::HOST);
+    let mut req = axum::http::Request::post(uri).body(axum::body::Body::from(body)).expect("valid request");
+    *req.headers_mut() = headers;
+    let answer = async {
+        let (parts, body) = http.request(req).await?.into_parts();
+        Ok::<_, anyhow::Error>(axum::response::Response::from_parts(parts, axum::body::Body::from(body.collect().await?.to_bytes())))
+    };
+    answer.await.unwrap_or_else(|e| (axum::http::StatusCode::BAD_GATEWAY, e.to_string()).into_response())
 }
 
 /// CPU seconds used so far by each part of a warm call.
@@ -441,6 +540,7 @@ struct WarmRow {
     runtime: Runtime,
     concurrency: usize,
     direct: PathResult,
+    floor: PathResult,
     nubis: PathResult,
 }
 
@@ -465,8 +565,13 @@ async fn warm(args: &Args, bin: &Path, docker: &Docker) -> Result<String> {
         "Rounds: {}; {} calls per round at concurrency 1, {} at the others. Latency percentiles pooled over the rounds; calls/s is the median round.\n\n",
         args.rounds, args.latency_requests, args.requests
     ));
-    out.push_str("| function | client concurrency | direct p50 / p99 ms | Nubis p50 / p99 ms | added p50 ms | direct calls/s | Nubis calls/s | Nubis / direct | target | met |\n");
-    out.push_str("|---|---|---|---|---|---|---|---|---|---|\n");
+    out.push_str(
+        "floor = the same POST /invoke through the cheapest proxy hop: a separate process (this bench re-executed; \
+         multi-threaded tokio, axum in, hyper keep-alive client out) that forwards headers and body and returns the answer, \
+         with no auth, logs or bookkeeping. What any server forwarding each call over HTTP costs on this machine.\n\n",
+    );
+    out.push_str("| function | client concurrency | direct p50 / p99 ms | Nubis p50 / p99 ms | added p50 ms | direct calls/s | Nubis calls/s | Nubis / direct | target | met | floor p50 / p99 ms | floor calls/s | floor / direct | Nubis / floor |\n");
+    out.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
     for r in &rows {
         let added = r.nubis.p50 - r.direct.p50;
         let ratio = r.nubis.rate / r.direct.rate;
@@ -476,7 +581,7 @@ async fn warm(args: &Args, bin: &Path, docker: &Docker) -> Result<String> {
             (format!("≥ {:.0}% of direct", TARGET_THROUGHPUT_RATIO * 100.0), ratio >= TARGET_THROUGHPUT_RATIO)
         };
         out.push_str(&format!(
-            "| {} | {} | {:.3} / {:.3} | {:.3} / {:.3} | {added:+.3} | {:.0} | {:.0} | {ratio:.2} | {target} | {} |\n",
+            "| {} | {} | {:.3} / {:.3} | {:.3} / {:.3} | {added:+.3} | {:.0} | {:.0} | {ratio:.2} | {target} | {} | {:.3} / {:.3} | {:.0} | {:.2} | {:.2} |\n",
             r.runtime.name(),
             r.concurrency,
             r.direct.p50,
@@ -485,18 +590,23 @@ async fn warm(args: &Args, bin: &Path, docker: &Docker) -> Result<String> {
             r.nubis.p99,
             r.direct.rate,
             r.nubis.rate,
-            met(ok)
+            met(ok),
+            r.floor.p50,
+            r.floor.p99,
+            r.floor.rate,
+            r.floor.rate / r.direct.rate,
+            r.nubis.rate / r.floor.rate
         ));
     }
     out.push_str(&format!(
-        "\nCPU per call, µs (server = the nubis process; function = the instance's container; engine = dockerd + containerd + \
-         shims, machine-wide; client = this bench). Ceiling = {} cores / total.\n\n",
+        "\nCPU per call, µs (server = the nubis process, the floor proxy on the floor rows; function = the instance's container; \
+         engine = dockerd + containerd + shims, machine-wide; client = this bench). Ceiling = {} cores / total.\n\n",
         nproc()
     ));
     out.push_str("| function | client concurrency | path | server | function | engine | client | total | ceiling calls/s |\n");
     out.push_str("|---|---|---|---|---|---|---|---|---|\n");
     for r in &rows {
-        for (path, p) in [("direct", &r.direct), ("Nubis", &r.nubis)] {
+        for (path, p) in [("direct", &r.direct), ("floor", &r.floor), ("Nubis", &r.nubis)] {
             let c = p.cpu_us;
             out.push_str(&format!(
                 "| {} | {} | {path} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} |\n",
@@ -557,16 +667,21 @@ async fn warm_on(args: &Args, docker: &Docker, server: &Server) -> Result<Vec<Wa
         println!("{}: instance {} at {} (container {})", runtime.name(), inst.instance_id, inst.addr, &inst.container_id[..12]);
         let nubis = Caller::Nubis { api: api.clone(), function: function.to_string() };
         let direct = Caller::Direct(Direct::new(inst.addr, function, handler, memory_mb, timeout_secs, max_c)?);
+        let proxy = FloorProxy::start(inst.addr).await?;
+        let proxy_pid = proxy.pid();
+        let floor = Caller::Floor(Direct::new(proxy.addr, function, handler, memory_mb, timeout_secs, max_c)?);
         // Warm-up: connections opened, code paths and the runtime's imports hot.
-        for caller in [&direct, &nubis] {
+        for caller in [&direct, &floor, &nubis] {
             measure(caller, 500, max_c, None, &inst.container_id).await.with_context(|| format!("{} warm-up", caller.name()))?;
         }
         for c in std::iter::once(1).chain(args.concurrency.iter().copied()) {
             let n = if c == 1 { args.latency_requests } else { args.requests };
-            let (mut d, mut s) = (Vec::new(), Vec::new());
+            let (mut d, mut f, mut s) = (Vec::new(), Vec::new(), Vec::new());
             for round in 0..args.rounds.max(1) {
-                for caller in [&direct, &nubis] {
-                    let sample = measure(caller, n, c, server_pid.as_deref(), &inst.container_id)
+                for caller in [&direct, &floor, &nubis] {
+                    // The `server` column: the floor proxy's CPU on its rounds, the server's on the others.
+                    let pid = if matches!(caller, Caller::Floor(_)) { proxy_pid.as_deref() } else { server_pid.as_deref() };
+                    let sample = measure(caller, n, c, pid, &inst.container_id)
                         .await
                         .with_context(|| format!("{} calls at concurrency {c}", caller.name()))?;
                     let mut lat = sample.latencies_ms.clone();
@@ -585,23 +700,28 @@ async fn warm_on(args: &Args, docker: &Docker, server: &Server) -> Result<Vec<Wa
                     );
                     match caller {
                         Caller::Direct(_) => d.push(sample),
+                        Caller::Floor(_) => f.push(sample),
                         Caller::Nubis { .. } => s.push(sample),
                     }
                 }
             }
-            let row = WarmRow { runtime, concurrency: c, direct: PathResult::of(&d), nubis: PathResult::of(&s) };
+            let row = WarmRow { runtime, concurrency: c, direct: PathResult::of(&d), floor: PathResult::of(&f), nubis: PathResult::of(&s) };
             println!(
-                "{} c={c}: direct {:.0}/s (rounds {}), Nubis {:.0}/s (rounds {}); p50 direct {:.3} ms, Nubis {:.3} ms",
+                "{} c={c}: direct {:.0}/s (rounds {}), floor {:.0}/s (rounds {}), Nubis {:.0}/s (rounds {}); p50 direct {:.3} ms, floor {:.3} ms, Nubis {:.3} ms",
                 runtime.name(),
                 row.direct.rate,
                 fmt_rates(&row.direct.rates),
+                row.floor.rate,
+                fmt_rates(&row.floor.rates),
                 row.nubis.rate,
                 fmt_rates(&row.nubis.rates),
                 row.direct.p50,
+                row.floor.p50,
                 row.nubis.p50
             );
             rows.push(row);
         }
+        proxy.stop().await;
         api.delete_function(function).await?;
         wait_gone(docker, &server.node_id, function).await?;
     }
