@@ -1,8 +1,8 @@
 //! Every platform log line emitted while serving an invocation carries its request id (api →
 //! scheduler → agent → dispatcher), also from the tasks spawned on its behalf: the instance
-//! start, the stop of a discarded instance, the memory reading for its summary. A test binary
-//! of its own, because it installs the process-wide tracing subscriber and reads what it
-//! writes; real containers.
+//! start, the stop of a discarded instance, the memory reading for its summary (inline or in a
+//! task of its own). A test binary of its own, because it installs the process-wide tracing
+//! subscriber and reads what it writes; real containers.
 
 #[path = "api/helpers.rs"]
 mod helpers;

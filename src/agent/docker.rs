@@ -808,7 +808,9 @@ impl Node for DockerNode {
         let running = self.get_running(&summary.instance_id);
         if let Some(file) = running.as_ref().and_then(|r| r.cgroup_peak.as_ref()) {
             // One pread: cheaper than handing the record to a task.
-            summary.set_memory(memory::read_cgroup_peak(file));
+            let peak = memory::read_cgroup_peak(file);
+            tracing::debug!(bytes = peak, "instance memory read");
+            summary.set_memory(peak);
             self.logs.append(summary.into_line());
             return;
         }
