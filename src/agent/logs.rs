@@ -6,10 +6,13 @@
 //! stderr can reach us before `Start` or after `End` on stdout: the bootstraps therefore print
 //! both markers on both streams, each stream's lines belong to the call its own markers frame,
 //! and a record is complete once both Ends are in (then quiet for a moment; or the next Start
-//! on stdout, or a deadline for images that print the markers on stdout only). Custom servers print no markers: the agent opens
-//! the record itself when it sends the request and closes it once the response is in and the
-//! streams have gone quiet; a line arriving later still goes to the store under the last
-//! request id, but not into that call's `Tail`.
+//! on stdout, or a deadline for images that print the markers on stdout only).
+//!
+//! Custom servers need not print markers: the agent opens the record itself when it sends the
+//! request (its own Start line) and closes it once the response is in and the streams have gone
+//! quiet (its End line). A server that prints the markers itself, as FC's contract asks, has its
+//! copies dropped, so a call shows one of each. A line arriving later still goes to the store
+//! under the last request id, but not into that call's `Tail`.
 //!
 //! Caps: a line longer than [`MAX_LINE`] is cut, and an invocation keeps at most
 //! [`MAX_RECORD`] bytes in memory for its tail; both are marked, never silent. Flood guard: an
@@ -232,6 +235,14 @@ impl LogCapture {
             self.emit(&id, stream, line);
             return;
         }
+        if !self.markers
+            && let Some(id) = line.strip_prefix(START).or_else(|| line.strip_prefix(END)).map(str::trim)
+            && (st.record(id).is_some() || st.last.as_deref() == Some(id))
+        {
+            // A custom server that prints FC's markers itself, as FC's contract asks: the agent
+            // has framed this call already, so its copy would be a second Start or End.
+            return;
+        }
         let request_id = st.owner(s).unwrap_or_default();
         self.mark_dropped(&mut st, &request_id);
         if let Some(rec) = st.record(&request_id) {
@@ -390,6 +401,30 @@ mod tests {
         }
         assert_eq!(msgs(store.query(&q("r1")).await.unwrap()), ["FC Invoke Start RequestId: r1", "a", "FC Invoke End RequestId: r1", "Traceback r1"]);
         assert_eq!(msgs(store.query(&q("r2")).await.unwrap()), ["FC Invoke Start RequestId: r2", "b", "FC Invoke End RequestId: r2"]);
+        cancel.cancel();
+    }
+
+    #[tokio::test]
+    async fn a_custom_server_printing_its_own_markers_shows_one_start_and_one_end() {
+        use crate::logstore::LogQuery;
+        let (_dir, store, cancel) = test_store().await;
+        let cap = LogCapture::new("f".into(), "i".into(), false, store.clone());
+        let rx = cap.begin("r1", true);
+        cap.line("stdout", "FC Invoke Start RequestId: r1");
+        cap.line("stdout", "hello");
+        cap.line("stdout", "FC Invoke End RequestId: r1");
+        assert_eq!(cap.end("r1", rx).await.unwrap(), "FC Invoke Start RequestId: r1\nhello\nFC Invoke End RequestId: r1\n");
+        // Its End arriving after the agent closed the record is dropped too; a trailing line is kept.
+        cap.line("stdout", "FC Invoke End RequestId: r1");
+        cap.line("stdout", "bye");
+        let q = LogQuery { function: "f".into(), request_id: Some("r1".into()), limit: 10, ..Default::default() };
+        let msgs = || async { store.query(&q).await.unwrap().into_iter().rev().map(|l| l.message).collect::<Vec<_>>() };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !msgs().await.iter().any(|m| m == "bye") {
+            assert!(Instant::now() < deadline, "lines not stored in time");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(msgs().await, ["FC Invoke Start RequestId: r1", "hello", "FC Invoke End RequestId: r1", "bye"]);
         cancel.cancel();
     }
 
