@@ -55,6 +55,8 @@ struct Running {
     /// The function's x-fc-* headers, sent on every call into the instance.
     base_headers: HeaderMap,
     /// The cgroup file of its memory peak, when the agent can see it (see [`super::memory`]).
+    /// Held open for the instance's life: the kernel still removes the cgroup with the container
+    /// (a read then fails: no reading), and Nubis never restarts a container (a new cgroup).
     cgroup_peak: Option<std::fs::File>,
     /// Otherwise: held (read) by each summary still waiting for the engine's memory reading;
     /// `stop_instance` takes it (write) before removing the container, so a discarded instance
@@ -804,7 +806,6 @@ impl Node for DockerNode {
 
     fn report(&self, mut summary: InvocationSummary) {
         summary.node_id = self.node_id.clone();
-        let ended = Instant::now();
         let running = self.get_running(&summary.instance_id);
         if let Some(file) = running.as_ref().and_then(|r| r.cgroup_peak.as_ref()) {
             // One pread: cheaper than handing the record to a task.
@@ -814,6 +815,7 @@ impl Node for DockerNode {
             self.logs.append(summary.into_line());
             return;
         }
+        let ended = Instant::now();
         // Taken now, before the caller can discard the instance: its stop waits for the reading.
         let Some((container_id, guard)) =
             running.and_then(|r| r.measuring.clone().try_read_owned().ok().map(|guard| (r.container_id.clone(), guard)))

@@ -11,15 +11,16 @@
 //! Custom servers need not print markers: the agent opens the record itself when it sends the
 //! request (its own Start line) and closes it once the response is in and the streams have gone
 //! quiet (its End line). A server that prints the markers itself, as FC's contract asks, has its
-//! copies dropped, so a call shows one of each. A line arriving later still goes to the store
+//! copies dropped (for the last [`FRAMED_KEPT`] calls), so a call shows one of each. A line
+//! arriving later still goes to the store
 //! under the last request id, but not into that call's `Tail`.
 //!
 //! Caps: a line longer than [`MAX_LINE`] is cut, and an invocation keeps at most
 //! [`MAX_RECORD`] bytes in memory for its tail; both are marked, never silent. Flood guard: an
 //! instance may write [`FLOOD_RATE`] lines a second (bursts of [`FLOOD_BURST`]); a function
 //! printing in a loop has the excess dropped, so it cannot swamp the node or the log store, and
-//! a `[nubis] N log lines dropped` line says how many went where they were lost. The framing
-//! lines (`FC Invoke Start/End`) are never dropped.
+//! a `[nubis] N log lines dropped` line says how many went where they were lost. The flood
+//! guard never drops the framing lines (`FC Invoke Start/End`).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -45,6 +46,8 @@ const WAIT_UNMARKED: Duration = Duration::from_millis(300);
 /// Records kept open at once; an older one is closed with what it has (calls on an instance
 /// with `instanceConcurrency` > 1 overlap, and a crashed call never prints its End).
 const MAX_OPEN: usize = 16;
+/// Calls a custom server's marker copies are recognised for (see `State::framed`).
+const FRAMED_KEPT: usize = 64;
 
 pub struct LogCapture {
     function_name: String,
@@ -64,6 +67,10 @@ struct State {
     cur: [Option<String>; 2],
     /// Request id of the last closed record, for lines that trail it.
     last: Option<String>,
+    /// Custom servers: the calls the agent framed lately, newest last, so that a server's own
+    /// copy of a marker is recognised even when Docker's log stream delivers it after later
+    /// calls began (overlapping calls, or a lagging stream).
+    framed: std::collections::VecDeque<String>,
     waiters: HashMap<String, oneshot::Sender<String>>,
     last_line_at: Option<Instant>,
     /// Token bucket of the flood guard: lines this instance may still write now.
@@ -237,7 +244,7 @@ impl LogCapture {
         }
         if !self.markers
             && let Some(id) = line.strip_prefix(START).or_else(|| line.strip_prefix(END)).map(str::trim)
-            && (st.record(id).is_some() || st.last.as_deref() == Some(id))
+            && st.framed.iter().any(|f| f == id)
         {
             // A custom server that prints FC's markers itself, as FC's contract asks: the agent
             // has framed this call already, so its copy would be a second Start or End.
@@ -281,6 +288,10 @@ impl LogCapture {
             rec.push(&start);
             st.open.push(rec);
             st.cur = [Some(request_id.to_string()), Some(request_id.to_string())];
+            if st.framed.len() == FRAMED_KEPT {
+                st.framed.pop_front();
+            }
+            st.framed.push_back(request_id.to_string());
             drop(st);
             self.emit(request_id, "stdout", start);
         }
@@ -425,6 +436,17 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         assert_eq!(msgs().await, ["FC Invoke Start RequestId: r1", "hello", "FC Invoke End RequestId: r1", "bye"]);
+        // Overlapping calls (instanceConcurrency > 1): r3 and r4 begin before r2's markers come
+        // in, so r2 is neither open nor the last closed record by then.
+        let rx2 = cap.begin("r2", false);
+        let rx3 = cap.begin("r3", false);
+        let rx4 = cap.begin("r4", true);
+        for l in ["FC Invoke Start RequestId: r2", "FC Invoke End RequestId: r2", "four", "FC Invoke End RequestId: r3"] {
+            cap.line("stdout", l);
+        }
+        let (_, _) = (cap.end("r2", rx2).await, cap.end("r3", rx3).await);
+        let tail4 = cap.end("r4", rx4).await.unwrap();
+        assert_eq!(tail4, "FC Invoke Start RequestId: r4\nfour\nFC Invoke End RequestId: r4\n", "no copy of r2's or r3's markers in r4's tail");
         cancel.cancel();
     }
 

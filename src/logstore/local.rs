@@ -300,7 +300,7 @@ async fn writer(
         let mut batch = vec![first];
         // Lines keep coming for a moment: one commit for all of them writes each touched page
         // to the WAL once, where a commit per handful of lines wrote the same pages again and
-        // again. (Closed on shutdown: recv_many then ends at once.)
+        // again. (On shutdown `rx` is closed: recv_many returns what is buffered, then 0.)
         let linger = tokio::time::Instant::now() + LINGER;
         while batch.len() < BATCH {
             let room = BATCH - batch.len();
@@ -375,6 +375,28 @@ mod tests {
             assert_eq!((l.timestamp, l.request_id.clone(), l.message.clone(), l.stream.as_str()), want);
         }
         cancel.cancel();
+    }
+
+    #[tokio::test]
+    async fn shutdown_writes_every_buffered_line_before_the_writer_finishes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("l.db");
+        let (tracker, cancel) = (TaskTracker::new(), CancellationToken::new());
+        let c = || prometheus::IntCounter::new("d", "d").unwrap();
+        let store = LogStore::open(&path, LogsConfig::default(), &tracker, cancel.clone(), c(), vec![], c()).await.unwrap();
+        let now = chrono::Utc::now().timestamp_millis();
+        // More than two batches, appended at once and cancelled at once.
+        let n = 2 * BATCH + 7;
+        for i in 0..n {
+            store.append(line("f", now, &format!("m{i}")));
+        }
+        cancel.cancel();
+        tokio::time::timeout(Duration::from_secs(30), store.writer_finished()).await.expect("the writer finishes");
+        // The writer closed its pool: count through a connection of our own.
+        let opts = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display())).unwrap();
+        let pool = SqlitePoolOptions::new().connect_with(opts).await.unwrap();
+        let stored: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM log_lines").fetch_one(&pool).await.unwrap();
+        assert_eq!(stored, n as i64);
     }
 
     #[tokio::test]
