@@ -377,6 +377,21 @@ mod tests {
         (dir, store, cancel)
     }
 
+    /// The stored messages of request `rid`, oldest first.
+    async fn stored(store: &LogStore, rid: &str) -> Vec<String> {
+        let q = crate::logstore::LogQuery { function: "f".into(), request_id: Some(rid.into()), limit: 10, ..Default::default() };
+        store.query(&q).await.unwrap().into_iter().rev().map(|l| l.message).collect()
+    }
+
+    /// The writer stores asynchronously: wait (bounded) until `rid` has a message `done` accepts.
+    async fn until_stored(store: &LogStore, rid: &str, done: impl Fn(&str) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !stored(store, rid).await.iter().any(|m| done(m)) {
+            assert!(Instant::now() < deadline, "lines not stored in time");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
     #[test]
     fn tail_respects_char_boundaries() {
         assert_eq!(tail("abc", 10), "abc");
@@ -387,7 +402,6 @@ mod tests {
 
     #[tokio::test]
     async fn a_late_stderr_end_closes_nothing_twice_and_is_not_stored() {
-        use crate::logstore::LogQuery;
         let (_dir, store, cancel) = test_store().await;
         let cap = LogCapture::new("f".into(), "i".into(), true, store.clone());
         let rx = cap.begin("r1", true);
@@ -402,22 +416,14 @@ mod tests {
         cap.line("stdout", "b");
         cap.line("stdout", "FC Invoke End RequestId: r2");
         cap.line("stderr", "FC Invoke End RequestId: r2");
-        let q = |r: &str| LogQuery { function: "f".into(), request_id: Some(r.into()), limit: 10, ..Default::default() };
-        let msgs = |v: Vec<crate::logstore::StoredLine>| v.into_iter().rev().map(|l| l.message).collect::<Vec<_>>();
-        // The writer stores asynchronously: wait (bounded) for r2's End.
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while !msgs(store.query(&q("r2")).await.unwrap()).iter().any(|m| m.contains("End")) {
-            assert!(Instant::now() < deadline, "lines not stored in time");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        assert_eq!(msgs(store.query(&q("r1")).await.unwrap()), ["FC Invoke Start RequestId: r1", "a", "FC Invoke End RequestId: r1", "Traceback r1"]);
-        assert_eq!(msgs(store.query(&q("r2")).await.unwrap()), ["FC Invoke Start RequestId: r2", "b", "FC Invoke End RequestId: r2"]);
+        until_stored(&store, "r2", |m| m.contains("End")).await;
+        assert_eq!(stored(&store, "r1").await, ["FC Invoke Start RequestId: r1", "a", "FC Invoke End RequestId: r1", "Traceback r1"]);
+        assert_eq!(stored(&store, "r2").await, ["FC Invoke Start RequestId: r2", "b", "FC Invoke End RequestId: r2"]);
         cancel.cancel();
     }
 
     #[tokio::test]
     async fn a_custom_server_printing_its_own_markers_shows_one_start_and_one_end() {
-        use crate::logstore::LogQuery;
         let (_dir, store, cancel) = test_store().await;
         let cap = LogCapture::new("f".into(), "i".into(), false, store.clone());
         let rx = cap.begin("r1", true);
@@ -428,14 +434,8 @@ mod tests {
         // Its End arriving after the agent closed the record is dropped too; a trailing line is kept.
         cap.line("stdout", "FC Invoke End RequestId: r1");
         cap.line("stdout", "bye");
-        let q = LogQuery { function: "f".into(), request_id: Some("r1".into()), limit: 10, ..Default::default() };
-        let msgs = || async { store.query(&q).await.unwrap().into_iter().rev().map(|l| l.message).collect::<Vec<_>>() };
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while !msgs().await.iter().any(|m| m == "bye") {
-            assert!(Instant::now() < deadline, "lines not stored in time");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        assert_eq!(msgs().await, ["FC Invoke Start RequestId: r1", "hello", "FC Invoke End RequestId: r1", "bye"]);
+        until_stored(&store, "r1", |m| m == "bye").await;
+        assert_eq!(stored(&store, "r1").await, ["FC Invoke Start RequestId: r1", "hello", "FC Invoke End RequestId: r1", "bye"]);
         // Overlapping calls (instanceConcurrency > 1): r3 and r4 begin before r2's markers come
         // in, so r2 is neither open nor the last closed record by then.
         let rx2 = cap.begin("r2", false);

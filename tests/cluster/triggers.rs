@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::helpers::stream_in_two;
+use crate::helpers::ApiClient;
 use crate::{Cluster, echo_function, wait_for_nodes};
 
 #[tokio::test]
@@ -17,13 +18,7 @@ async fn http_triggers_pass_requests_through_remote_agents() {
     let app = cluster.controller().await;
     wait_for_nodes(&app.api, &[&a.node_id], Duration::from_secs(30)).await;
     assert_eq!(app.api.create_function(echo_function("web-remote")).await.status, 200);
-    let cfg = json!({"authType": "anonymous", "methods": ["GET", "POST", "PUT"]}).to_string();
-    let r = app
-        .api
-        .json_request("POST", "/2023-03-30/functions/web-remote/triggers", "", Some(json!({"triggerName": "web", "triggerType": "http", "triggerConfig": cfg})))
-        .await;
-    assert_eq!(r.status, 200, "{}", r.text());
-    let url = r.json()["httpTrigger"]["urlInternet"].as_str().unwrap().to_string();
+    let url = anonymous_http_trigger(&app.api, "web-remote", &["GET", "POST", "PUT"]).await;
     let http = reqwest::Client::new();
 
     // The echo container answers GET on any path, POST only on /invoke, and no PUT at all.
@@ -55,13 +50,7 @@ async fn http_trigger_responses_stream_through_remote_agents() {
             "entrypoint": ["python3", "-c"], "command": [include_str!("../support/custom_echo.py")]}});
     let r = app.api.create_function(f).await;
     assert_eq!(r.status, 200, "{}", r.text());
-    let cfg = json!({"authType": "anonymous", "methods": ["GET", "POST"]}).to_string();
-    let r = app
-        .api
-        .json_request("POST", "/2023-03-30/functions/web-stream/triggers", "", Some(json!({"triggerName": "web", "triggerType": "http", "triggerConfig": cfg})))
-        .await;
-    assert_eq!(r.status, 200, "{}", r.text());
-    let url = r.json()["httpTrigger"]["urlInternet"].as_str().unwrap().to_string();
+    let url = anonymous_http_trigger(&app.api, "web-stream", &["GET", "POST"]).await;
 
     let (first, rest) = stream_in_two(&format!("{url}/stream"), &format!("{url}/go")).await;
     assert_eq!((first.as_str(), rest.as_str()), ("first\n", "second\n"));
@@ -79,4 +68,13 @@ async fn http_trigger_responses_stream_through_remote_agents() {
     let j: serde_json::Value = r.json().await.unwrap();
     assert_eq!(j["Code"], "EntityTooLarge", "{j}");
     app.shutdown().await.unwrap();
+}
+
+/// An anonymous HTTP trigger `web` on `function` for `methods`; its URL.
+async fn anonymous_http_trigger(api: &ApiClient, function: &str, methods: &[&str]) -> String {
+    let cfg = json!({"authType": "anonymous", "methods": methods}).to_string();
+    let body = json!({"triggerName": "web", "triggerType": "http", "triggerConfig": cfg});
+    let r = api.json_request("POST", &format!("/2023-03-30/functions/{function}/triggers"), "", Some(body)).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.json()["httpTrigger"]["urlInternet"].as_str().unwrap().to_string()
 }
